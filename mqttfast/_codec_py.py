@@ -1,0 +1,387 @@
+"""The pure-Python codec: the twin of ``_codec.pyx``, with the same names and the same behaviour.
+
+The hot packets (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP), the stream decoder and the publish
+encoders live here; the cold packets come from ``packets`` and are shared with the Cython twin.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .constants import MAX_REMAINING_LENGTH, MQTT_5, PROTOCOLS, REQUIRED_FLAGS, V5_REASON_CODES
+from .constants import PacketType as P
+from .errors import InvalidTopic, MalformedPacket, PacketTooLarge, PayloadTooLarge
+from .packets import (
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    SubAck,
+    Subscribe,
+    Subscription,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+    decode_cold,
+    encode_cold,
+)
+from .properties import decode_properties, encode_properties
+from .wire import check_utf8, encode_varint, topic_error, validate_topic, validate_topic_filter
+
+Props = Optional[Dict[str, Any]]
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+class Publish(Packet):
+    __slots__ = _fields = ("topic", "payload", "qos", "packet_id", "retain", "dup", "properties")
+    type = P.PUBLISH
+
+    def __init__(self, topic: str, payload: bytes = b"", qos: int = 0, packet_id: int = 0,
+                 retain: bool = False, dup: bool = False, properties: Props = None) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.packet_id = packet_id
+        self.retain = retain
+        self.dup = dup
+        self.properties = properties or None
+
+
+class _Ack(Packet):
+    __slots__ = _fields = ("packet_id", "reason_code", "properties")
+
+    def __init__(self, packet_id: int, reason_code: int = 0, properties: Props = None) -> None:
+        self.packet_id = packet_id
+        self.reason_code = reason_code
+        self.properties = properties or None
+
+
+class PubAck(_Ack):
+    __slots__ = ()
+    type = P.PUBACK
+
+
+class PubRec(_Ack):
+    __slots__ = ()
+    type = P.PUBREC
+
+
+class PubRel(_Ack):
+    __slots__ = ()
+    type = P.PUBREL
+
+
+class PubComp(_Ack):
+    __slots__ = ()
+    type = P.PUBCOMP
+
+
+_ACK_CLASSES = {P.PUBACK: PubAck, P.PUBREC: PubRec, P.PUBREL: PubRel, P.PUBCOMP: PubComp}
+
+
+# --------------------------------------------------------------------------- remaining length
+
+def encode_remaining_length(value: int) -> bytes:
+    """The fixed header's variable byte integer (1 to 4 bytes)."""
+    return encode_varint(value)
+
+
+def decode_remaining_length(data: BytesLike, offset: int = 0) -> Optional[Tuple[int, int]]:
+    """``(value, offset after it)`` of the varint at ``offset``, or ``None`` if it is incomplete."""
+    value = 0
+    shift = 0
+    end = len(data)
+    for i in range(offset, offset + 4):
+        if i >= end:
+            return None
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i + 1
+        shift += 7
+    raise MalformedPacket("remaining length is longer than 4 bytes")
+
+
+# --------------------------------------------------------------------------- encoding
+
+def _check_protocol(protocol: int) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
+
+
+def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, dup: bool,
+                   protocol: int, properties: Props) -> Tuple[bytes, bytes, bytes]:
+    """Validate a PUBLISH from the caller; returns (topic bytes, properties block, payload)."""
+    if not isinstance(topic, str):
+        raise TypeError(f"topic must be str, not {type(topic).__name__}")
+    try:
+        raw_topic = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTopic("topic contains a lone surrogate and cannot be encoded as UTF-8") from None
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    elif not isinstance(payload, bytes):
+        if not isinstance(payload, (bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes, bytearray, memoryview or str, "
+                            f"not {type(payload).__name__}")
+        payload = bytes(payload)
+    if qos not in (0, 1, 2):
+        raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+    if qos:
+        if not 1 <= packet_id <= 0xFFFF:
+            raise ValueError(f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id!r}")
+    elif dup:
+        raise ValueError("dup must be False for QoS 0")
+    _check_protocol(protocol)
+    if protocol == MQTT_5:
+        props = encode_properties(properties, P.PUBLISH)
+    elif properties:
+        raise ValueError("properties need protocol 5 (MQTT 5.0)")
+    else:
+        props = b""
+    reason = topic_error(topic, len(raw_topic))
+    if reason and not (not raw_topic and properties and "topic_alias" in properties):
+        raise InvalidTopic(reason)
+    return raw_topic, props, payload
+
+
+def _publish_header(raw_topic: bytes, props: bytes, payload: bytes, qos: int, packet_id: int,
+                    retain: bool, dup: bool) -> bytes:
+    remaining = 2 + len(raw_topic) + (2 if qos else 0) + len(props) + len(payload)
+    if remaining > MAX_REMAINING_LENGTH:
+        raise PayloadTooLarge(f"PUBLISH of {remaining} bytes exceeds MQTT's limit of "
+                              f"{MAX_REMAINING_LENGTH} bytes")
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    head = bytes((first,)) + encode_varint(remaining) + len(raw_topic).to_bytes(2, "big") + raw_topic
+    if qos:
+        head += packet_id.to_bytes(2, "big")
+    return head + props
+
+
+def encode_publish(topic: str, payload: Any, qos: int = 0, packet_id: int = 0,
+                   retain: bool = False, dup: bool = False, protocol: int = 4,
+                   properties: Props = None) -> bytes:
+    """Encode one PUBLISH packet, validating everything the caller gave."""
+    raw_topic, props, payload = _publish_parts(topic, payload, qos, packet_id, dup, protocol,
+                                               properties)
+    return _publish_header(raw_topic, props, payload, qos, packet_id, retain, dup) + payload
+
+
+def append_publish(buf: bytearray, topic: str, payload: Any, qos: int = 0, packet_id: int = 0,
+                   retain: bool = False, dup: bool = False, protocol: int = 4,
+                   properties: Props = None) -> int:
+    """Append one encoded PUBLISH to ``buf`` (for one ``send`` of many packets); returns its size."""
+    raw_topic, props, payload = _publish_parts(topic, payload, qos, packet_id, dup, protocol,
+                                               properties)
+    head = _publish_header(raw_topic, props, payload, qos, packet_id, retain, dup)
+    buf += head
+    buf += payload
+    return len(head) + len(payload)
+
+
+def encode_ack(packet_type: int, packet_id: int, reason_code: int = 0, protocol: int = 4,
+               properties: Props = None) -> bytes:
+    """Encode a PUBACK, PUBREC, PUBREL or PUBCOMP."""
+    if packet_type not in _ACK_CLASSES:
+        raise ValueError(f"not an acknowledgement packet type: {packet_type!r}")
+    if not isinstance(packet_id, int) or not 1 <= packet_id <= 0xFFFF:
+        raise ValueError(f"packet_id must be 1..65535, got {packet_id!r}")
+    _check_protocol(protocol)
+    first = (packet_type << 4) | (2 if packet_type == P.PUBREL else 0)
+    if protocol != MQTT_5:
+        if reason_code or properties:
+            raise ValueError("reason codes and properties on acknowledgements need MQTT 5")
+        return bytes((first, 2, packet_id >> 8, packet_id & 0xFF))
+    if reason_code not in V5_REASON_CODES[packet_type]:
+        raise ValueError(f"reason code {reason_code:#04x} is not valid in {P(packet_type).name}")
+    if properties:
+        body = bytes((packet_id >> 8, packet_id & 0xFF, reason_code)) + encode_properties(
+            properties, packet_type)
+        return bytes((first,)) + encode_varint(len(body)) + body
+    if reason_code:
+        return bytes((first, 3, packet_id >> 8, packet_id & 0xFF, reason_code))
+    return bytes((first, 2, packet_id >> 8, packet_id & 0xFF))
+
+
+def encode(packet: Packet, protocol: int = 4) -> bytes:
+    """Encode any packet object (for a CONNECT, its own ``protocol`` field is used)."""
+    kind = packet.type
+    if kind == P.PUBLISH:
+        return encode_publish(packet.topic, packet.payload, packet.qos,  # type: ignore[attr-defined]
+                              packet.packet_id, packet.retain, packet.dup,  # type: ignore[attr-defined]
+                              protocol, packet.properties)  # type: ignore[attr-defined]
+    if kind in _ACK_CLASSES:
+        return encode_ack(kind, packet.packet_id, packet.reason_code,  # type: ignore[attr-defined]
+                          protocol, packet.properties)  # type: ignore[attr-defined]
+    if kind == P.CONNECT:
+        protocol = packet.protocol  # type: ignore[attr-defined]
+    flags, body = encode_cold(packet, protocol)
+    if len(body) > MAX_REMAINING_LENGTH:
+        raise PayloadTooLarge(f"{P(kind).name} of {len(body)} bytes exceeds MQTT's limit")
+    return bytes(((kind << 4) | flags,)) + encode_varint(len(body)) + body
+
+
+# --------------------------------------------------------------------------- decoding
+
+def _decode_publish(flags: int, buf: BytesLike, pos: int, end: int, protocol: int) -> Publish:
+    qos = (flags >> 1) & 3
+    if qos == 3:
+        raise MalformedPacket("PUBLISH with QoS 3")
+    dup = bool(flags & 8)
+    if dup and not qos:
+        raise MalformedPacket("PUBLISH with QoS 0 has the DUP flag set")
+    if pos + 2 > end:
+        raise MalformedPacket("topic length of PUBLISH runs past the end of the packet")
+    tlen = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    if pos + tlen > end:
+        raise MalformedPacket(f"topic of PUBLISH ({tlen} bytes) runs past the end of the packet")
+    raw_topic = bytes(buf[pos:pos + tlen])
+    pos += tlen
+    if b"+" in raw_topic or b"#" in raw_topic:
+        raise MalformedPacket("PUBLISH topic contains a wildcard")
+    topic = check_utf8(raw_topic, "PUBLISH topic")
+    packet_id = 0
+    if qos:
+        if pos + 2 > end:
+            raise MalformedPacket("packet id of PUBLISH runs past the end of the packet")
+        packet_id = (buf[pos] << 8) | buf[pos + 1]
+        pos += 2
+        if not packet_id:
+            raise MalformedPacket(f"QoS {qos} PUBLISH has packet id 0")
+    props = None
+    if protocol == MQTT_5:
+        props, pos = decode_properties(buf, pos, end, P.PUBLISH)
+    if not tlen and not (props and "topic_alias" in props):
+        raise MalformedPacket("PUBLISH has an empty topic" + (
+            " and no topic alias" if protocol == MQTT_5 else ""))
+    return Publish(topic, bytes(buf[pos:end]), qos, packet_id, bool(flags & 1), dup, props)
+
+
+def _decode_ack(kind: int, buf: BytesLike, pos: int, end: int, protocol: int) -> Packet:
+    size = end - pos
+    name = P(kind).name
+    if size < 2 or (protocol != MQTT_5 and size != 2):
+        raise MalformedPacket(f"{name} must have remaining length 2, got {size}")
+    packet_id = (buf[pos] << 8) | buf[pos + 1]
+    if not packet_id:
+        raise MalformedPacket(f"{name} has packet id 0")
+    code, props = 0, None
+    if size > 2:
+        code = buf[pos + 2]
+        if code not in V5_REASON_CODES[kind]:
+            raise MalformedPacket(f"invalid reason code {code:#04x} in {name}")
+        if size > 3:
+            props, stop = decode_properties(buf, pos + 3, end, kind)
+            if stop != end:
+                raise MalformedPacket(f"{end - stop} unexpected bytes at the end of {name}")
+    return _ACK_CLASSES[kind](packet_id, code, props)
+
+
+def _decode_body(first: int, buf: BytesLike, pos: int, end: int, protocol: int) -> Packet:
+    kind = first >> 4
+    if kind == P.PUBLISH:
+        return _decode_publish(first & 0x0F, buf, pos, end, protocol)
+    if kind in _ACK_CLASSES:
+        return _decode_ack(kind, buf, pos, end, protocol)
+    return decode_cold(kind, first & 0x0F, buf, pos, end, protocol)
+
+
+def _check_first_byte(first: int, protocol: int) -> None:
+    kind = first >> 4
+    required = REQUIRED_FLAGS[kind]
+    if kind == 0 or (kind == 15 and protocol != MQTT_5):
+        raise MalformedPacket(f"reserved packet type {kind}")
+    if required is not None and first & 0x0F != required:
+        raise MalformedPacket(f"{P(kind).name} has fixed-header flags {first & 0x0F:#06b}, "
+                              f"must be {required:#06b}")
+
+
+def decode(data: BytesLike, protocol: int = 4) -> Packet:
+    """Decode exactly one whole packet."""
+    if not data:
+        raise MalformedPacket("empty input: need at least 2 bytes")
+    _check_first_byte(data[0], protocol)
+    header = decode_remaining_length(data, 1)
+    if header is None:
+        raise MalformedPacket("incomplete fixed header")
+    length, pos = header
+    if pos + length != len(data):
+        if pos + length > len(data):
+            raise MalformedPacket(f"incomplete packet: {pos + length - len(data)} bytes missing")
+        raise MalformedPacket(f"{len(data) - pos - length} bytes after the end of the packet")
+    return _decode_body(data[0], data, pos, pos + length, protocol)
+
+
+class StreamDecoder:
+    """Turns a byte stream, in any chunking, into whole packets.
+
+    ``feed(data)`` returns every packet completed by ``data``; an incomplete tail is kept for the
+    next call. A packet over ``max_packet_size`` is refused as soon as its header is read.
+    """
+
+    __slots__ = ("protocol", "max_packet_size", "_buf")
+
+    def __init__(self, protocol: int = 4, max_packet_size: Optional[int] = None) -> None:
+        _check_protocol(protocol)
+        self.protocol = protocol
+        self.max_packet_size = max_packet_size
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back while waiting for the rest of a packet."""
+        return len(self._buf)
+
+    def feed(self, data: BytesLike) -> List[Packet]:
+        buf = self._buf
+        buf += data
+        end = len(buf)
+        pos = 0
+        out: List[Packet] = []
+        protocol = self.protocol
+        limit = self.max_packet_size
+        try:
+            while pos < end:
+                first = buf[pos]
+                _check_first_byte(first, protocol)
+                # Remaining length, inline: the hot loop of the pure twin.
+                length = 0
+                shift = 0
+                i = pos + 1
+                while True:
+                    if i >= end:
+                        return out
+                    byte = buf[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                    if shift == 28:
+                        raise MalformedPacket("remaining length is longer than 4 bytes")
+                stop = i + length
+                if limit is not None and stop - pos > limit:
+                    raise PacketTooLarge(f"packet of {stop - pos} bytes exceeds the maximum "
+                                         f"packet size of {limit}")
+                if stop > end:
+                    return out
+                if first >> 4 == 3:
+                    out.append(_decode_publish(first & 0x0F, buf, i, stop, protocol))
+                else:
+                    out.append(_decode_body(first, buf, i, stop, protocol))
+                pos = stop
+            return out
+        finally:
+            del buf[:pos]
+
+
+__all__ = [
+    "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
+    "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
+    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "decode",
+    "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
+    "validate_topic", "validate_topic_filter",
+]
