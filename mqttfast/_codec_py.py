@@ -114,12 +114,6 @@ def _check_protocol(protocol: int) -> None:
 def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, dup: bool,
                    protocol: int, properties: Props) -> Tuple[bytes, bytes, bytes]:
     """Validate a PUBLISH from the caller; returns (topic bytes, properties block, payload)."""
-    if not isinstance(topic, str):
-        raise TypeError(f"topic must be str, not {type(topic).__name__}")
-    try:
-        raw_topic = topic.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidTopic("topic contains a lone surrogate and cannot be encoded as UTF-8") from None
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     elif not isinstance(payload, bytes):
@@ -127,6 +121,19 @@ def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, dup: bool
             raise TypeError(f"payload must be bytes, bytearray, memoryview or str, "
                             f"not {type(payload).__name__}")
         payload = bytes(payload)
+    if protocol == MQTT_5:
+        props = encode_properties(properties, P.PUBLISH)
+    else:
+        _check_protocol(protocol)
+        if properties:
+            raise ValueError("properties need protocol 5 (MQTT 5.0)")
+        props = b""
+    if not isinstance(topic, str):
+        raise TypeError(f"topic must be str, not {type(topic).__name__}")
+    try:
+        raw_topic = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTopic("topic contains a lone surrogate and cannot be encoded as UTF-8") from None
     if qos not in (0, 1, 2):
         raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
     if qos:
@@ -134,13 +141,6 @@ def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, dup: bool
             raise ValueError(f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id!r}")
     elif dup:
         raise ValueError("dup must be False for QoS 0")
-    _check_protocol(protocol)
-    if protocol == MQTT_5:
-        props = encode_properties(properties, P.PUBLISH)
-    elif properties:
-        raise ValueError("properties need protocol 5 (MQTT 5.0)")
-    else:
-        props = b""
     reason = topic_error(topic, len(raw_topic))
     if reason and not (not raw_topic and properties and "topic_alias" in properties):
         raise InvalidTopic(reason)

@@ -1,0 +1,692 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The Cython codec: the hot path of mqttfast (twin of ``_codec_py.py``, same names and behaviour).
+
+PUBLISH, PUBACK, PUBREC, PUBREL and PUBCOMP are parsed and built here over raw pointers, without a
+Python object per byte; the cold packets (CONNECT, SUBSCRIBE, ...) and MQTT 5 property blocks are
+handed to the shared pure-Python modules, since they are rare. Error messages match the pure twin.
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
+from libc.string cimport memcmp, memcpy
+
+from .constants import MAX_REMAINING_LENGTH, V5_REASON_CODES
+from .constants import PacketType as _P
+from .errors import InvalidTopic, MalformedPacket, PacketTooLarge, PayloadTooLarge
+from .packets import (
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    SubAck,
+    Subscribe,
+    Subscription,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+    decode_cold,
+    encode_cold,
+)
+from .properties import decode_properties, encode_properties
+from .wire import check_utf8, encode_varint, topic_error, validate_topic, validate_topic_filter
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+
+
+cdef enum:
+    PUBLISH = 3
+    PUBACK = 4
+    PUBREC = 5
+    PUBREL = 6
+    PUBCOMP = 7
+    MQTT5 = 5
+    MAX_REMAINING = 268435455
+    ANY_FLAGS = -1
+    RESERVED = -2
+
+# Fixed-header flags each packet type must carry; PUBLISH's are its own; 0 is reserved, and 15
+# (AUTH) is reserved before MQTT 5 (checked separately).
+cdef signed char REQUIRED[16]
+REQUIRED[:] = [RESERVED, 0, 0, ANY_FLAGS, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0]
+
+cdef bytes EMPTY_PROPS = b"\x00"
+cdef frozenset PUBACK_CODES = V5_REASON_CODES[PUBACK]
+cdef frozenset PUBREL_CODES = V5_REASON_CODES[PUBREL]
+cdef dict _ACK_NAMES = {PUBACK: "PUBACK", PUBREC: "PUBREC", PUBREL: "PUBREL", PUBCOMP: "PUBCOMP"}
+
+
+# --------------------------------------------------------------------------- packet classes
+
+def _packet_eq(self, other):
+    """Field-wise equality by class name, so a C Publish equals a pure one with the same fields."""
+    if type(other).__name__ != type(self).__name__:
+        return NotImplemented
+    for name in self._fields:
+        if getattr(self, name) != getattr(other, name):
+            return False
+    return True
+
+
+def _packet_repr(self):
+    args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
+    return f"{type(self).__name__}({args})"
+
+
+@cython.freelist(256)
+cdef class Publish:
+    cdef public object topic
+    cdef public object payload
+    cdef public int qos
+    cdef public int packet_id
+    cdef public bint retain
+    cdef public bint dup
+    cdef public object properties
+
+    type = _P.PUBLISH
+    _fields = ("topic", "payload", "qos", "packet_id", "retain", "dup", "properties")
+
+    def __init__(self, topic, payload=b"", int qos=0, int packet_id=0, bint retain=False,
+                 bint dup=False, properties=None):
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.packet_id = packet_id
+        self.retain = retain
+        self.dup = dup
+        self.properties = properties or None
+
+    def __eq__(self, other):
+        return _packet_eq(self, other)
+
+    def __ne__(self, other):
+        result = _packet_eq(self, other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None
+
+    def __repr__(self):
+        return _packet_repr(self)
+
+    def __reduce__(self):
+        return (Publish, (self.topic, self.payload, self.qos, self.packet_id, self.retain,
+                          self.dup, self.properties))
+
+
+@cython.freelist(256)
+cdef class _Ack:
+    cdef public int packet_id
+    cdef public int reason_code
+    cdef public object properties
+
+    _fields = ("packet_id", "reason_code", "properties")
+
+    def __init__(self, int packet_id, int reason_code=0, properties=None):
+        self.packet_id = packet_id
+        self.reason_code = reason_code
+        self.properties = properties or None
+
+    def __eq__(self, other):
+        return _packet_eq(self, other)
+
+    def __ne__(self, other):
+        result = _packet_eq(self, other)
+        return result if result is NotImplemented else not result
+
+    __hash__ = None
+
+    def __repr__(self):
+        return _packet_repr(self)
+
+    def __reduce__(self):
+        return (type(self), (self.packet_id, self.reason_code, self.properties))
+
+
+cdef class PubAck(_Ack):
+    type = _P.PUBACK
+
+
+cdef class PubRec(_Ack):
+    type = _P.PUBREC
+
+
+cdef class PubRel(_Ack):
+    type = _P.PUBREL
+
+
+cdef class PubComp(_Ack):
+    type = _P.PUBCOMP
+
+
+# --------------------------------------------------------------------------- remaining length
+
+def encode_remaining_length(value):
+    """The fixed header's variable byte integer (1 to 4 bytes)."""
+    return encode_varint(value)
+
+
+def decode_remaining_length(data, Py_ssize_t offset=0):
+    """``(value, offset after it)`` of the varint at ``offset``, or ``None`` if it is incomplete."""
+    cdef Py_buffer view
+    cdef const unsigned char* p
+    cdef Py_ssize_t i, end
+    cdef unsigned int value = 0, shift = 0
+    cdef unsigned char byte
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        p = <const unsigned char*>view.buf
+        end = view.len
+        for i in range(offset, offset + 4):
+            if i >= end:
+                return None
+            byte = p[i]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, i + 1
+            shift += 7
+        raise MalformedPacket("remaining length is longer than 4 bytes")
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef inline int _write_varint(unsigned char* d, Py_ssize_t value) noexcept nogil:
+    cdef int n = 0
+    while True:
+        if value < 0x80:
+            d[n] = <unsigned char>value
+            return n + 1
+        d[n] = <unsigned char>((value & 0x7F) | 0x80)
+        value >>= 7
+        n += 1
+
+
+cdef inline int _varint_size(Py_ssize_t value) noexcept nogil:
+    if value < 0x80:
+        return 1
+    if value < 0x4000:
+        return 2
+    if value < 0x200000:
+        return 3
+    return 4
+
+
+# --------------------------------------------------------------------------- encoding
+
+cdef object _last_topic = None  # the last topic str that passed validation (topics repeat)
+
+
+cdef struct PubPlan:
+    const char* topic
+    Py_ssize_t tlen
+    Py_ssize_t remaining
+    Py_ssize_t total
+    int packet_id
+    unsigned char first
+
+
+cdef inline bytes _as_payload(object payload):
+    if PyBytes_CheckExact(payload):
+        return <bytes>payload
+    if PyUnicode_Check(payload):
+        return (<str>payload).encode("utf-8")
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    raise TypeError(f"payload must be bytes, bytearray, memoryview or str, "
+                    f"not {type(payload).__name__}")
+
+
+cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, int qos, int packet_id,
+                       bint retain, bint dup, int protocol, object properties,
+                       bytes props) except -1:
+    """Validate a PUBLISH from the caller (same checks, same order as the pure twin)."""
+    global _last_topic
+    cdef Py_ssize_t tlen, i, remaining
+    cdef const char* t
+    cdef unsigned char c
+    if not PyUnicode_Check(topic):
+        raise TypeError(f"topic must be str, not {type(topic).__name__}")
+    try:
+        t = PyUnicode_AsUTF8AndSize(topic, &tlen)
+    except UnicodeEncodeError:
+        raise InvalidTopic(
+            "topic contains a lone surrogate and cannot be encoded as UTF-8") from None
+    if qos < 0 or qos > 2:
+        raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+    if qos:
+        if packet_id < 1 or packet_id > 0xFFFF:
+            raise ValueError(
+                f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id!r}")
+    elif dup:
+        raise ValueError("dup must be False for QoS 0")
+    if topic is not _last_topic:
+        for i in range(tlen):
+            c = <unsigned char>t[i]
+            if c == 43 or c == 35 or c == 0:  # + # NUL
+                break
+        else:
+            if 0 < tlen <= 0xFFFF:
+                _last_topic = topic
+        if topic is not _last_topic:
+            reason = topic_error(topic, tlen)
+            if reason and not (tlen == 0 and properties and "topic_alias" in properties):
+                raise InvalidTopic(reason)
+    remaining = 2 + tlen + (2 if qos else 0) + PyBytes_GET_SIZE(payload)
+    if props is not None:
+        remaining += PyBytes_GET_SIZE(props)
+    if remaining > MAX_REMAINING:
+        raise PayloadTooLarge(f"PUBLISH of {remaining} bytes exceeds MQTT's limit of "
+                              f"{MAX_REMAINING_LENGTH} bytes")
+    plan.topic = t
+    plan.tlen = tlen
+    plan.remaining = remaining
+    plan.total = 1 + _varint_size(remaining) + remaining
+    plan.packet_id = packet_id
+    plan.first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    return 0
+
+
+cdef inline bytes _props_for(int protocol, object properties):
+    if protocol == MQTT5:
+        return encode_properties(properties, _P.PUBLISH) if properties else EMPTY_PROPS
+    if protocol != 3 and protocol != 4:
+        raise ValueError(
+            f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
+    if properties:
+        raise ValueError("properties need protocol 5 (MQTT 5.0)")
+    return None
+
+
+cdef inline void _write_publish(unsigned char* d, PubPlan* plan, bytes payload,
+                                bytes props) noexcept:
+    cdef Py_ssize_t n, plen
+    d[0] = plan.first
+    n = 1 + _write_varint(d + 1, plan.remaining)
+    d[n] = <unsigned char>(plan.tlen >> 8)
+    d[n + 1] = <unsigned char>plan.tlen
+    n += 2
+    memcpy(d + n, plan.topic, plan.tlen)
+    n += plan.tlen
+    if plan.first & 0x06:
+        d[n] = <unsigned char>(plan.packet_id >> 8)
+        d[n + 1] = <unsigned char>plan.packet_id
+        n += 2
+    if props is not None:
+        plen = PyBytes_GET_SIZE(props)
+        memcpy(d + n, PyBytes_AS_STRING(props), plen)
+        n += plen
+    memcpy(d + n, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+
+
+def encode_publish(topic, payload, int qos=0, int packet_id=0, bint retain=False,
+                   bint dup=False, int protocol=4, properties=None):
+    """Encode one PUBLISH packet, validating everything the caller gave."""
+    cdef PubPlan plan
+    cdef bytes data = _as_payload(payload)
+    cdef bytes props = _props_for(protocol, properties) if (protocol != 4 or properties) else None
+    _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, protocol, properties, props)
+    out = PyBytes_FromStringAndSize(NULL, plan.total)
+    _write_publish(<unsigned char*>PyBytes_AS_STRING(out), &plan, data, props)
+    return out
+
+
+def append_publish(bytearray buf, topic, payload, int qos=0, int packet_id=0,
+                   bint retain=False, bint dup=False, int protocol=4, properties=None):
+    """Append one encoded PUBLISH to ``buf`` (for one ``send`` of many packets); returns its size."""
+    cdef PubPlan plan
+    cdef bytes data = _as_payload(payload)
+    cdef bytes props = _props_for(protocol, properties) if (protocol != 4 or properties) else None
+    cdef Py_ssize_t old
+    _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, protocol, properties, props)
+    old = PyByteArray_GET_SIZE(buf)
+    PyByteArray_Resize(buf, old + plan.total)
+    _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
+    return plan.total
+
+
+def encode_ack(int packet_type, packet_id, int reason_code=0, int protocol=4, properties=None):
+    """Encode a PUBACK, PUBREC, PUBREL or PUBCOMP."""
+    cdef unsigned char first
+    cdef int pid
+    if packet_type < PUBACK or packet_type > PUBCOMP:
+        raise ValueError(f"not an acknowledgement packet type: {packet_type!r}")
+    if not isinstance(packet_id, int) or not 1 <= packet_id <= 0xFFFF:
+        raise ValueError(f"packet_id must be 1..65535, got {packet_id!r}")
+    pid = packet_id
+    first = (packet_type << 4) | (2 if packet_type == PUBREL else 0)
+    if protocol != MQTT5:
+        if protocol != 3 and protocol != 4:
+            raise ValueError(
+                f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
+        if reason_code or properties:
+            raise ValueError("reason codes and properties on acknowledgements need MQTT 5")
+        out = PyBytes_FromStringAndSize(NULL, 4)
+        d = <unsigned char*>PyBytes_AS_STRING(out)
+        d[0] = first
+        d[1] = 2
+        d[2] = <unsigned char>(pid >> 8)
+        d[3] = <unsigned char>pid
+        return out
+    if reason_code not in V5_REASON_CODES[packet_type]:
+        raise ValueError(
+            f"reason code {reason_code:#04x} is not valid in {_ACK_NAMES[packet_type]}")
+    if properties:
+        body = bytes((pid >> 8, pid & 0xFF, reason_code)) + encode_properties(
+            properties, packet_type)
+        return bytes((first,)) + encode_varint(len(body)) + body
+    if reason_code:
+        return bytes((first, 3, pid >> 8, pid & 0xFF, reason_code))
+    return bytes((first, 2, pid >> 8, pid & 0xFF))
+
+
+def encode(packet, int protocol=4):
+    """Encode any packet object (for a CONNECT, its own ``protocol`` field is used)."""
+    kind = packet.type
+    if kind == PUBLISH:
+        return encode_publish(packet.topic, packet.payload, packet.qos, packet.packet_id,
+                              packet.retain, packet.dup, protocol, packet.properties)
+    if PUBACK <= kind <= PUBCOMP:
+        return encode_ack(kind, packet.packet_id, packet.reason_code, protocol,
+                          packet.properties)
+    if kind == _P.CONNECT:
+        protocol = packet.protocol
+    flags, body = encode_cold(packet, protocol)
+    if len(body) > MAX_REMAINING:
+        raise PayloadTooLarge(f"{_P(kind).name} of {len(body)} bytes exceeds MQTT's limit")
+    return bytes(((kind << 4) | flags,)) + encode_varint(len(body)) + body
+
+
+# --------------------------------------------------------------------------- decoding
+
+cdef class _TopicCache:
+    """The last topic decoded, so a stream of messages on one topic decodes it once."""
+    cdef bytes raw
+    cdef str text
+
+
+cdef object _decode_publish(unsigned char first, const unsigned char* p, Py_ssize_t i,
+                            Py_ssize_t stop, int protocol, _TopicCache cache):
+    cdef int qos = (first >> 1) & 3
+    cdef bint dup = first & 8
+    cdef Py_ssize_t tlen, j, plen
+    cdef int packet_id = 0
+    cdef bint wild = False, nul = False
+    cdef unsigned char c
+    cdef const char* t
+    cdef Publish pkt
+    cdef object props = None
+    cdef str topic
+    if qos == 3:
+        raise MalformedPacket("PUBLISH with QoS 3")
+    if dup and not qos:
+        raise MalformedPacket("PUBLISH with QoS 0 has the DUP flag set")
+    if i + 2 > stop:
+        raise MalformedPacket("topic length of PUBLISH runs past the end of the packet")
+    tlen = (p[i] << 8) | p[i + 1]
+    i += 2
+    if i + tlen > stop:
+        raise MalformedPacket(
+            f"topic of PUBLISH ({tlen} bytes) runs past the end of the packet")
+    t = <const char*>(p + i)
+    if (cache is not None and cache.raw is not None and PyBytes_GET_SIZE(cache.raw) == tlen
+            and memcmp(PyBytes_AS_STRING(cache.raw), t, tlen) == 0):
+        topic = cache.text
+    else:
+        for j in range(tlen):
+            c = <unsigned char>t[j]
+            if c == 43 or c == 35:
+                wild = True
+            elif c == 0:
+                nul = True
+        if wild:
+            raise MalformedPacket("PUBLISH topic contains a wildcard")
+        try:
+            topic = PyUnicode_DecodeUTF8(t, tlen, NULL)
+        except UnicodeDecodeError:
+            check_utf8(PyBytes_FromStringAndSize(t, tlen), "PUBLISH topic")  # raises its message
+            raise
+        if nul:
+            raise MalformedPacket("PUBLISH topic contains U+0000")
+        if cache is not None and tlen:
+            cache.raw = PyBytes_FromStringAndSize(t, tlen)
+            cache.text = topic
+    i += tlen
+    if qos:
+        if i + 2 > stop:
+            raise MalformedPacket("packet id of PUBLISH runs past the end of the packet")
+        packet_id = (p[i] << 8) | p[i + 1]
+        i += 2
+        if not packet_id:
+            raise MalformedPacket(f"QoS {qos} PUBLISH has packet id 0")
+    if protocol == MQTT5:
+        if i < stop and p[i] == 0:
+            i += 1  # the common case: no properties
+        else:
+            block = PyBytes_FromStringAndSize(<const char*>(p + i), stop - i)
+            props, plen = decode_properties(block, 0, stop - i, _P.PUBLISH)
+            i += plen
+    if not tlen and not (props and "topic_alias" in props):
+        raise MalformedPacket("PUBLISH has an empty topic" + (
+            " and no topic alias" if protocol == MQTT5 else ""))
+    pkt = Publish.__new__(Publish)
+    pkt.topic = topic
+    pkt.payload = PyBytes_FromStringAndSize(<const char*>(p + i), stop - i)
+    pkt.qos = qos
+    pkt.packet_id = packet_id
+    pkt.retain = first & 1
+    pkt.dup = dup
+    pkt.properties = props
+    return pkt
+
+
+cdef object _decode_ack(int kind, const unsigned char* p, Py_ssize_t i, Py_ssize_t stop,
+                        int protocol):
+    cdef Py_ssize_t size = stop - i
+    cdef int packet_id, code = 0
+    cdef _Ack ack
+    cdef object props = None
+    if size < 2 or (protocol != MQTT5 and size != 2):
+        raise MalformedPacket(f"{_ACK_NAMES[kind]} must have remaining length 2, got {size}")
+    packet_id = (p[i] << 8) | p[i + 1]
+    if not packet_id:
+        raise MalformedPacket(f"{_ACK_NAMES[kind]} has packet id 0")
+    if size > 2:
+        code = p[i + 2]
+        if code not in (PUBACK_CODES if kind <= PUBREC else PUBREL_CODES):
+            raise MalformedPacket(f"invalid reason code {code:#04x} in {_ACK_NAMES[kind]}")
+        if size > 3:
+            block = PyBytes_FromStringAndSize(<const char*>(p + i + 3), size - 3)
+            props, used = decode_properties(block, 0, size - 3, kind)
+            if used != size - 3:
+                raise MalformedPacket(
+                    f"{size - 3 - used} unexpected bytes at the end of {_ACK_NAMES[kind]}")
+    if kind == PUBACK:
+        ack = PubAck.__new__(PubAck)
+    elif kind == PUBREC:
+        ack = PubRec.__new__(PubRec)
+    elif kind == PUBREL:
+        ack = PubRel.__new__(PubRel)
+    else:
+        ack = PubComp.__new__(PubComp)
+    ack.packet_id = packet_id
+    ack.reason_code = code
+    ack.properties = props
+    return ack
+
+
+cdef inline int _check_first_byte(unsigned char first, int protocol) except -1:
+    cdef int kind = first >> 4
+    cdef int required = REQUIRED[kind]
+    if required == RESERVED or (kind == 15 and protocol != MQTT5):
+        raise MalformedPacket(f"reserved packet type {kind}")
+    if required != ANY_FLAGS and (first & 0x0F) != required:
+        raise MalformedPacket(f"{_P(kind).name} has fixed-header flags {first & 0x0F:#06b}, "
+                              f"must be {required:#06b}")
+    return 0
+
+
+cdef object _decode_body(unsigned char first, const unsigned char* p, Py_ssize_t i,
+                         Py_ssize_t stop, int protocol, _TopicCache cache):
+    cdef int kind = first >> 4
+    if kind == PUBLISH:
+        return _decode_publish(first, p, i, stop, protocol, cache)
+    if PUBACK <= kind <= PUBCOMP:
+        return _decode_ack(kind, p, i, stop, protocol)
+    body = PyBytes_FromStringAndSize(<const char*>(p + i), stop - i)
+    return decode_cold(kind, first & 0x0F, body, 0, stop - i, protocol)
+
+
+def decode(data, int protocol=4):
+    """Decode exactly one whole packet."""
+    cdef Py_buffer view
+    if PyBytes_CheckExact(data):
+        return _decode_one(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                           protocol)
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        return _decode_one(<const unsigned char*>view.buf, view.len, protocol)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef _TopicCache _decode_cache = _TopicCache()
+
+
+cdef object _decode_one(const unsigned char* p, Py_ssize_t n, int protocol):
+    cdef Py_ssize_t i, length
+    cdef unsigned int shift = 0
+    cdef unsigned char byte
+    if n == 0:
+        raise MalformedPacket("empty input: need at least 2 bytes")
+    _check_first_byte(p[0], protocol)
+    length = 0
+    i = 1
+    while True:
+        if i >= n:
+            raise MalformedPacket("incomplete fixed header")
+        byte = p[i]
+        i += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift == 28:
+            raise MalformedPacket("remaining length is longer than 4 bytes")
+    if i + length != n:
+        if i + length > n:
+            raise MalformedPacket(f"incomplete packet: {i + length - n} bytes missing")
+        raise MalformedPacket(f"{n - i - length} bytes after the end of the packet")
+    return _decode_body(p[0], p, i, n, protocol, _decode_cache)
+
+
+cdef class StreamDecoder:
+    """Turns a byte stream, in any chunking, into whole packets.
+
+    ``feed(data)`` returns every packet completed by ``data``; an incomplete tail is kept for the
+    next call. A packet over ``max_packet_size`` is refused as soon as its header is read. Input is
+    parsed in place; only a packet split across two chunks is copied.
+    """
+
+    cdef public int protocol
+    cdef object _max_packet_size
+    cdef Py_ssize_t _limit
+    cdef bytearray _buf
+    cdef _TopicCache _cache
+
+    def __init__(self, int protocol=4, max_packet_size=None):
+        if protocol != 3 and protocol != 4 and protocol != MQTT5:
+            raise ValueError(
+                f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
+        self.protocol = protocol
+        self.max_packet_size = max_packet_size
+        self._buf = bytearray()
+        self._cache = _TopicCache()
+
+    @property
+    def max_packet_size(self):
+        return self._max_packet_size
+
+    @max_packet_size.setter
+    def max_packet_size(self, value):
+        self._max_packet_size = value
+        self._limit = -1 if value is None else value
+
+    @property
+    def buffered(self):
+        """Bytes held back while waiting for the rest of a packet."""
+        return PyByteArray_GET_SIZE(self._buf)
+
+    def feed(self, data):
+        cdef Py_buffer view
+        cdef Py_ssize_t consumed = 0
+        cdef list out = []
+        if PyByteArray_GET_SIZE(self._buf):
+            self._buf += data
+            try:
+                self._parse(<const unsigned char*>PyByteArray_AS_STRING(self._buf),
+                            PyByteArray_GET_SIZE(self._buf), out, &consumed)
+            finally:
+                del self._buf[:consumed]
+            return out
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self._parse(<const unsigned char*>view.buf, view.len, out, &consumed)
+        finally:
+            if consumed < view.len:
+                self._buf = bytearray(
+                    (<const char*>view.buf)[consumed:view.len])
+            PyBuffer_Release(&view)
+        return out
+
+    cdef int _parse(self, const unsigned char* p, Py_ssize_t n, list out,
+                    Py_ssize_t* consumed) except -1:
+        cdef Py_ssize_t pos = 0, i, length, stop
+        cdef unsigned int shift
+        cdef unsigned char first, byte
+        cdef int protocol = self.protocol
+        cdef Py_ssize_t limit = self._limit
+        while pos < n:
+            first = p[pos]
+            _check_first_byte(first, protocol)
+            length = 0
+            shift = 0
+            i = pos + 1
+            while True:
+                if i >= n:
+                    return 0
+                byte = p[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift == 28:
+                    raise MalformedPacket("remaining length is longer than 4 bytes")
+            stop = i + length
+            if limit >= 0 and stop - pos > limit:
+                raise PacketTooLarge(f"packet of {stop - pos} bytes exceeds the maximum "
+                                     f"packet size of {limit}")
+            if stop > n:
+                return 0
+            if first >> 4 == PUBLISH:
+                out.append(_decode_publish(first, p, i, stop, protocol, self._cache))
+            else:
+                out.append(_decode_body(first, p, i, stop, protocol, self._cache))
+            pos = stop
+            consumed[0] = pos
+        return 0
+
+
+__all__ = [
+    "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
+    "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
+    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "decode",
+    "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
+    "validate_topic", "validate_topic_filter",
+]
