@@ -1,5 +1,7 @@
 """mqttfast: the fastest MQTT client for Python."""
 from ._version import __version__
+from .client import BatchHandle, Client, Message, PublishHandle, RequestHandle, tls_context
+from .codec import Subscription, Will
 from .errors import (
     ConnectionLost,
     ConnectRefused,
@@ -12,9 +14,12 @@ from .errors import (
     ProtocolError,
     QueueFull,
 )
+from .loop import Backoff, Loop
+from .store import MemoryStore
 
 __all__ = [
-    "ConnectRefused", "ConnectionLost", "InvalidTopic", "MQTTError", "MalformedPacket",
-    "NotConnected", "PacketTooLarge", "PayloadTooLarge", "ProtocolError", "QueueFull",
-    "__version__",
+    "Backoff", "BatchHandle", "Client", "ConnectRefused", "ConnectionLost", "InvalidTopic",
+    "Loop", "MQTTError", "MalformedPacket", "MemoryStore", "Message", "NotConnected",
+    "PacketTooLarge", "PayloadTooLarge", "ProtocolError", "PublishHandle", "QueueFull",
+    "RequestHandle", "Subscription", "Will", "__version__", "tls_context",
 ]

@@ -173,6 +173,8 @@ def append_publish(buf: bytearray, topic: str, payload: Any, qos: int = 0, packe
                    retain: bool = False, dup: bool = False, protocol: int = 4,
                    properties: Props = None) -> int:
     """Append one encoded PUBLISH to ``buf`` (for one ``send`` of many packets); returns its size."""
+    if not isinstance(buf, bytearray):
+        raise TypeError(f"buf must be a bytearray, not {type(buf).__name__}")
     raw_topic, props, payload = _publish_parts(topic, payload, qos, packet_id, dup, protocol,
                                                properties)
     head = _publish_header(raw_topic, props, payload, qos, packet_id, retain, dup)

@@ -149,7 +149,8 @@ def encode_properties(props: Optional[Dict[str, Any]], packet_type: int) -> byte
         if packet_type not in prop.packets:
             raise ValueError(f"property {name} is not allowed in {where}")
         if _repeats(prop, packet_type) or (prop.ident == 0x0B and isinstance(value, (list, tuple))):
-            values = [value] if prop.kind == PAIR and _is_pair(value) else list(value)
+            single = _is_pair(value) if prop.kind == PAIR else isinstance(value, int)
+            values = [value] if single else list(value)
             if prop.kind != PAIR and packet_type != P.PUBLISH and len(values) != 1:
                 raise ValueError(f"property {name} may appear only once in {where}")
         else:
