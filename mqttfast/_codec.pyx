@@ -179,6 +179,8 @@ def decode_remaining_length(data, Py_ssize_t offset=0):
     cdef Py_ssize_t i, end
     cdef unsigned int value = 0, shift = 0
     cdef unsigned char byte
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         p = <const unsigned char*>view.buf
@@ -242,14 +244,23 @@ cdef inline bytes _as_payload(object payload):
                     f"not {type(payload).__name__}")
 
 
-cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, int qos, int packet_id,
-                       bint retain, bint dup, int protocol, object properties,
+cdef inline int _c_int(object value) noexcept:
+    """A caller's int argument as a C int; -1 (always invalid here) for anything else."""
+    try:
+        return value
+    except (OverflowError, TypeError, ValueError):
+        return -1
+
+
+cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_arg,
+                       object packet_id_arg, bint retain, bint dup, object properties,
                        bytes props) except -1:
     """Validate a PUBLISH from the caller (same checks, same order as the pure twin)."""
     global _last_topic
     cdef Py_ssize_t tlen, i, remaining
     cdef const char* t
     cdef unsigned char c
+    cdef int qos = _c_int(qos_arg), packet_id = _c_int(packet_id_arg)
     if not PyUnicode_Check(topic):
         raise TypeError(f"topic must be str, not {type(topic).__name__}")
     try:
@@ -258,11 +269,11 @@ cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, int qos, int 
         raise InvalidTopic(
             "topic contains a lone surrogate and cannot be encoded as UTF-8") from None
     if qos < 0 or qos > 2:
-        raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        raise ValueError(f"qos must be 0, 1 or 2, got {qos_arg!r}")
     if qos:
         if packet_id < 1 or packet_id > 0xFFFF:
             raise ValueError(
-                f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id!r}")
+                f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id_arg!r}")
     elif dup:
         raise ValueError("dup must be False for QoS 0")
     if topic is not _last_topic:
@@ -292,12 +303,13 @@ cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, int qos, int 
     return 0
 
 
-cdef inline bytes _props_for(int protocol, object properties):
+cdef inline bytes _props_for(object protocol_arg, object properties):
+    cdef int protocol = _c_int(protocol_arg)
     if protocol == MQTT5:
         return encode_properties(properties, _P.PUBLISH) if properties else EMPTY_PROPS
     if protocol != 3 and protocol != 4:
         raise ValueError(
-            f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
+            f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol_arg!r}")
     if properties:
         raise ValueError("properties need protocol 5 (MQTT 5.0)")
     return None
@@ -324,38 +336,75 @@ cdef inline void _write_publish(unsigned char* d, PubPlan* plan, bytes payload,
     memcpy(d + n, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
 
-def encode_publish(topic, payload, int qos=0, int packet_id=0, bint retain=False,
-                   bint dup=False, int protocol=4, properties=None):
+def encode_publish(topic, payload, qos=0, packet_id=0, bint retain=False, bint dup=False,
+                   protocol=4, properties=None):
     """Encode one PUBLISH packet, validating everything the caller gave."""
     cdef PubPlan plan
     cdef bytes data = _as_payload(payload)
-    cdef bytes props = _props_for(protocol, properties) if (protocol != 4 or properties) else None
-    _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, protocol, properties, props)
+    cdef bytes props = _props_for(protocol, properties) if (_c_int(protocol) != 4 or properties) else None
+    _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, properties, props)
     out = PyBytes_FromStringAndSize(NULL, plan.total)
     _write_publish(<unsigned char*>PyBytes_AS_STRING(out), &plan, data, props)
     return out
 
 
-def append_publish(bytearray buf, topic, payload, int qos=0, int packet_id=0,
-                   bint retain=False, bint dup=False, int protocol=4, properties=None):
+def append_publish(bytearray buf not None, topic, payload, qos=0, packet_id=0,
+                   bint retain=False, bint dup=False, protocol=4, properties=None):
     """Append one encoded PUBLISH to ``buf`` (for one ``send`` of many packets); returns its size."""
     cdef PubPlan plan
     cdef bytes data = _as_payload(payload)
-    cdef bytes props = _props_for(protocol, properties) if (protocol != 4 or properties) else None
+    cdef bytes props = _props_for(protocol, properties) if (_c_int(protocol) != 4 or properties) else None
     cdef Py_ssize_t old
-    _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, protocol, properties, props)
+    _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, properties, props)
     old = PyByteArray_GET_SIZE(buf)
     PyByteArray_Resize(buf, old + plan.total)
     _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
     return plan.total
 
 
-def encode_ack(int packet_type, packet_id, int reason_code=0, int protocol=4, properties=None):
+def append_publish_many(bytearray buf not None, topic, payloads, bint retain=False,
+                        protocol=4, properties=None):
+    """Append a QoS 0 PUBLISH to ``topic`` for each payload: the bulk sender's path (the topic is
+    validated once). Returns the number of bytes appended."""
+    cdef PubPlan plan
+    cdef bytes props = _props_for(protocol, properties) if (_c_int(protocol) != 4 or properties) else None
+    cdef bytes data
+    cdef Py_ssize_t old, total = 0, remaining
+    cdef Py_ssize_t fixed = 2
+    first = True
+    for payload in payloads:
+        data = _as_payload(payload)
+        if first:
+            _plan_publish(&plan, topic, data, 0, 0, retain, False, properties, props)
+            fixed = plan.remaining - PyBytes_GET_SIZE(data)
+            first = False
+        remaining = fixed + PyBytes_GET_SIZE(data)
+        if remaining > MAX_REMAINING:
+            raise PayloadTooLarge(f"PUBLISH of {remaining} bytes exceeds MQTT's limit of "
+                                  f"{MAX_REMAINING_LENGTH} bytes")
+        plan.remaining = remaining
+        plan.total = 1 + _varint_size(remaining) + remaining
+        old = PyByteArray_GET_SIZE(buf)
+        PyByteArray_Resize(buf, old + plan.total)
+        _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
+        total += plan.total
+    return total
+
+
+def encode_ack(packet_type, packet_id, reason_code=0, protocol=4, properties=None):
     """Encode a PUBACK, PUBREC, PUBREL or PUBCOMP."""
+    return _encode_ack(packet_type, packet_id, reason_code, protocol, properties)
+
+
+cdef object _encode_ack(object packet_type_arg, object packet_id, object reason_code_arg,
+                        object protocol_arg, object properties):
     cdef unsigned char first
     cdef int pid
+    cdef int packet_type = _c_int(packet_type_arg)
+    cdef int reason_code = _c_int(reason_code_arg)
+    cdef int protocol = _c_int(protocol_arg)
     if packet_type < PUBACK or packet_type > PUBCOMP:
-        raise ValueError(f"not an acknowledgement packet type: {packet_type!r}")
+        raise ValueError(f"not an acknowledgement packet type: {packet_type_arg!r}")
     if not isinstance(packet_id, int) or not 1 <= packet_id <= 0xFFFF:
         raise ValueError(f"packet_id must be 1..65535, got {packet_id!r}")
     pid = packet_id
@@ -363,8 +412,8 @@ def encode_ack(int packet_type, packet_id, int reason_code=0, int protocol=4, pr
     if protocol != MQTT5:
         if protocol != 3 and protocol != 4:
             raise ValueError(
-                f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
-        if reason_code or properties:
+                f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol_arg!r}")
+        if reason_code_arg or properties:
             raise ValueError("reason codes and properties on acknowledgements need MQTT 5")
         out = PyBytes_FromStringAndSize(NULL, 4)
         d = <unsigned char*>PyBytes_AS_STRING(out)
@@ -373,9 +422,9 @@ def encode_ack(int packet_type, packet_id, int reason_code=0, int protocol=4, pr
         d[2] = <unsigned char>(pid >> 8)
         d[3] = <unsigned char>pid
         return out
-    if reason_code not in V5_REASON_CODES[packet_type]:
+    if reason_code_arg not in V5_REASON_CODES[packet_type]:
         raise ValueError(
-            f"reason code {reason_code:#04x} is not valid in {_ACK_NAMES[packet_type]}")
+            f"reason code {reason_code_arg!r} is not valid in {_ACK_NAMES[packet_type]}")
     if properties:
         body = bytes((pid >> 8, pid & 0xFF, reason_code)) + encode_properties(
             properties, packet_type)
@@ -624,25 +673,80 @@ cdef class StreamDecoder:
 
     def feed(self, data):
         cdef Py_buffer view
-        cdef Py_ssize_t consumed = 0
+        cdef Py_ssize_t consumed = 0, start = 0, n, held, used
+        cdef const unsigned char* p
         cdef list out = []
-        if PyByteArray_GET_SIZE(self._buf):
-            self._buf += data
-            try:
-                self._parse(<const unsigned char*>PyByteArray_AS_STRING(self._buf),
-                            PyByteArray_GET_SIZE(self._buf), out, &consumed)
-            finally:
-                del self._buf[:consumed]
-            return out
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            self._parse(<const unsigned char*>view.buf, view.len, out, &consumed)
+            p = <const unsigned char*>view.buf
+            n = view.len
+            if PyByteArray_GET_SIZE(self._buf):
+                held = PyByteArray_GET_SIZE(self._buf)
+                try:
+                    start = self._complete(p, n, out)
+                except BaseException:
+                    # Keep every byte, as the pure twin does, so the two agree after an error.
+                    used = PyByteArray_GET_SIZE(self._buf) - held
+                    self._buf += (<const char*>p)[used:n]
+                    raise
+                if PyByteArray_GET_SIZE(self._buf):
+                    return out  # still incomplete: every byte went into the buffer
+            try:
+                self._parse(p + start, n - start, out, &consumed)
+            finally:
+                start += consumed
+                if start < n:
+                    self._buf = bytearray(<bytes>(<const char*>p)[start:n])
         finally:
-            if consumed < view.len:
-                self._buf = bytearray(
-                    (<const char*>view.buf)[consumed:view.len])
             PyBuffer_Release(&view)
         return out
+
+    cdef Py_ssize_t _complete(self, const unsigned char* p, Py_ssize_t n, list out) except -1:
+        """Finish the packet split across chunks, copying only its own bytes from ``p``;
+        returns how many bytes of ``p`` it used. The rest of ``p`` is then parsed in place."""
+        cdef bytearray buf = self._buf
+        cdef const unsigned char* b
+        cdef Py_ssize_t used = 0, have, i, length, total, take
+        cdef unsigned int shift
+        cdef unsigned char byte
+        cdef bint header = False
+        while True:
+            b = <const unsigned char*>PyByteArray_AS_STRING(buf)
+            have = PyByteArray_GET_SIZE(buf)
+            _check_first_byte(b[0], self.protocol)
+            length = 0
+            shift = 0
+            i = 1
+            while i < have:
+                byte = b[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    header = True
+                    break
+                shift += 7
+                if shift == 28:
+                    raise MalformedPacket("remaining length is longer than 4 bytes")
+            if header:
+                break
+            if used >= n:
+                return used
+            buf.append(p[used])  # one more byte of the fixed header
+            used += 1
+        total = i + length
+        if self._limit >= 0 and total > self._limit:
+            raise PacketTooLarge(f"packet of {total} bytes exceeds the maximum "
+                                 f"packet size of {self._limit}")
+        take = min(total - have, n - used)
+        if take > 0:
+            PyByteArray_Resize(buf, have + take)
+            memcpy(PyByteArray_AS_STRING(buf) + have, p + used, take)
+            used += take
+        if PyByteArray_GET_SIZE(buf) == total:
+            b = <const unsigned char*>PyByteArray_AS_STRING(buf)
+            out.append(_decode_body(b[0], b, i, total, self.protocol, self._cache))
+            self._buf = bytearray()
+        return used
 
     cdef int _parse(self, const unsigned char* p, Py_ssize_t n, list out,
                     Py_ssize_t* consumed) except -1:
@@ -686,7 +790,8 @@ cdef class StreamDecoder:
 __all__ = [
     "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
     "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
-    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "decode",
+    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "append_publish_many",
+    "decode",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
     "validate_topic", "validate_topic_filter",
 ]

@@ -90,6 +90,8 @@ def encode_remaining_length(value: int) -> bytes:
 
 def decode_remaining_length(data: BytesLike, offset: int = 0) -> Optional[Tuple[int, int]]:
     """``(value, offset after it)`` of the varint at ``offset``, or ``None`` if it is incomplete."""
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     value = 0
     shift = 0
     end = len(data)
@@ -111,16 +113,21 @@ def _check_protocol(protocol: int) -> None:
         raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
 
 
+def _as_payload(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    raise TypeError(f"payload must be bytes, bytearray, memoryview or str, "
+                    f"not {type(payload).__name__}")
+
+
 def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, dup: bool,
                    protocol: int, properties: Props) -> Tuple[bytes, bytes, bytes]:
     """Validate a PUBLISH from the caller; returns (topic bytes, properties block, payload)."""
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8")
-    elif not isinstance(payload, bytes):
-        if not isinstance(payload, (bytearray, memoryview)):
-            raise TypeError(f"payload must be bytes, bytearray, memoryview or str, "
-                            f"not {type(payload).__name__}")
-        payload = bytes(payload)
+    payload = _as_payload(payload)
     if protocol == MQTT_5:
         props = encode_properties(properties, P.PUBLISH)
     else:
@@ -183,6 +190,27 @@ def append_publish(buf: bytearray, topic: str, payload: Any, qos: int = 0, packe
     return len(head) + len(payload)
 
 
+def append_publish_many(buf: bytearray, topic: str, payloads: Any, retain: bool = False,
+                        protocol: int = 4, properties: Props = None) -> int:
+    """Append a QoS 0 PUBLISH to ``topic`` for each payload: the bulk sender's path (the topic is
+    validated once). Returns the number of bytes appended."""
+    if not isinstance(buf, bytearray):
+        raise TypeError(f"buf must be a bytearray, not {type(buf).__name__}")
+    total = 0
+    raw_topic = props = b""
+    for payload in payloads:
+        if not total:
+            raw_topic, props, data = _publish_parts(topic, payload, 0, 0, False, protocol,
+                                                    properties)
+        else:
+            data = _as_payload(payload)
+        head = _publish_header(raw_topic, props, data, 0, 0, retain, False)
+        buf += head
+        buf += data
+        total += len(head) + len(data)
+    return total
+
+
 def encode_ack(packet_type: int, packet_id: int, reason_code: int = 0, protocol: int = 4,
                properties: Props = None) -> bytes:
     """Encode a PUBACK, PUBREC, PUBREL or PUBCOMP."""
@@ -197,7 +225,7 @@ def encode_ack(packet_type: int, packet_id: int, reason_code: int = 0, protocol:
             raise ValueError("reason codes and properties on acknowledgements need MQTT 5")
         return bytes((first, 2, packet_id >> 8, packet_id & 0xFF))
     if reason_code not in V5_REASON_CODES[packet_type]:
-        raise ValueError(f"reason code {reason_code:#04x} is not valid in {P(packet_type).name}")
+        raise ValueError(f"reason code {reason_code!r} is not valid in {P(packet_type).name}")
     if properties:
         body = bytes((packet_id >> 8, packet_id & 0xFF, reason_code)) + encode_properties(
             properties, packet_type)
@@ -303,7 +331,7 @@ def _check_first_byte(first: int, protocol: int) -> None:
 
 def decode(data: BytesLike, protocol: int = 4) -> Packet:
     """Decode exactly one whole packet."""
-    if not data:
+    if len(data) == 0:
         raise MalformedPacket("empty input: need at least 2 bytes")
     _check_first_byte(data[0], protocol)
     header = decode_remaining_length(data, 1)
@@ -383,7 +411,8 @@ class StreamDecoder:
 __all__ = [
     "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
     "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
-    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "decode",
+    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "append_publish_many",
+    "decode",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
     "validate_topic", "validate_topic_filter",
 ]

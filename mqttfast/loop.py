@@ -120,7 +120,7 @@ class Connection:
         if not self._dirty:
             self._dirty = True
             self.loop._dirty.append(self)
-            if self.loop._thread_id != threading.get_ident():
+            if self.loop.sleeping and self.loop._thread_id != threading.get_ident():
                 self.loop.wake()
 
     def is_written(self, mark: int) -> Optional[bool]:
@@ -410,6 +410,7 @@ class Loop:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread_id: Optional[int] = None  # set by the thread that runs the loop
         self._stopping = False
+        self.sleeping = False  # inside select(): other threads must wake us
         self.written = threading.Condition()  # notified after flushes, when someone waits
         self.write_waiters = 0
 
@@ -421,7 +422,7 @@ class Loop:
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the loop thread (safe from any thread)."""
         self._calls.append(fn)
-        if self._thread_id != threading.get_ident():
+        if self.sleeping and self._thread_id != threading.get_ident():
             self.wake()
 
     def wake(self) -> None:
@@ -457,9 +458,16 @@ class Loop:
         if self._timers:
             wait = max(0.0, self._timers[0][0] - _monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
+        # Other threads wake us only while we sleep: set the flag before the last look at the
+        # queues, so a kick between that look and select() cannot be lost.
+        self.sleeping = True
         if calls or dirty:
             timeout = 0
-        for key, mask in self.selector.select(timeout):
+        try:
+            ready = self.selector.select(timeout)
+        finally:
+            self.sleeping = False
+        for key, mask in ready:
             conn = key.data
             if conn is None:
                 try:

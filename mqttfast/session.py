@@ -181,6 +181,9 @@ class Session:
         self._last_id = 0
         self._timeouts: Deque[Outgoing] = deque()  # in send order, for ack_timeout
         self.state = DISCONNECTED
+        # True while a QoS 0 publish is nothing but bytes appended to ``out`` (connected, no
+        # outgoing topic aliases, no broker packet-size limit): the client's fast path.
+        self.plain_qos0 = False
         self.out = bytearray()  # bytes for the socket; the loop drains it
         self.queued_bytes = 0  # bytes ever appended to ``out`` (marks QoS 0 completion)
         self.keepalive = 0
@@ -213,7 +216,7 @@ class Session:
         self.out = bytearray(encode(packet))
         self.queued_bytes += len(self.out)
         self._decoder = StreamDecoder(self.protocol, self.max_packet_size)
-        self.state = CONNECTING
+        self._set_state(CONNECTING)
         self.keepalive = keepalive
         self.last_sent = self.last_received = now
         self.ping_sent_at = None
@@ -225,7 +228,7 @@ class Session:
 
     def connection_lost(self, reason: str = "connection lost") -> List[Any]:
         """The socket is gone. Returns the publishes that fail with it (none if the session persists)."""
-        self.state = DISCONNECTED
+        self._set_state(DISCONNECTED)
         self.out = bytearray()
         self.ping_sent_at = None
         self._control.clear()
@@ -257,7 +260,12 @@ class Session:
             self._write(encode(Disconnect(reason_code, properties), MQTT_5))
         else:
             self._write(b"\xe0\x00")
-        self.state = DISCONNECTED
+        self._set_state(DISCONNECTED)
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.plain_qos0 = (state == CONNECTED and not self._alias_out_max
+                           and self._broker_max_packet is None)
 
     def _write(self, data: bytes) -> None:
         self.out += data
@@ -267,10 +275,6 @@ class Session:
     def connected(self) -> bool:
         return self.state == CONNECTED
 
-    @property
-    def aliases_active(self) -> bool:
-        """Outgoing MQTT 5 topic aliases are in use on this connection."""
-        return bool(self._alias_out_max)
 
     @property
     def inflight_count(self) -> int:
@@ -504,7 +508,7 @@ class Session:
         elif cls is PingResp:
             self.ping_sent_at = None
         elif cls is Disconnect:
-            self.state = DISCONNECTED
+            self._set_state(DISCONNECTED)
             events.append(Disconnected(pkt.reason_code, reason_name(
                 pkt.reason_code, PacketType.DISCONNECT), pkt.properties))
         elif cls is Auth:
@@ -514,11 +518,10 @@ class Session:
 
     def _on_connack(self, pkt: ConnAck, events: List[Any], now: float) -> None:
         if pkt.reason_code:
-            self.state = DISCONNECTED
+            self._set_state(DISCONNECTED)
             events.append(ConnectionRefused(pkt.reason_code, reason_name(
                 pkt.reason_code, PacketType.CONNACK, self.protocol), pkt.properties))
             return
-        self.state = CONNECTED
         props = pkt.properties or {}
         self.broker_properties = props
         self._window = min(self.max_inflight, props.get("receive_maximum", 65535))
@@ -529,6 +532,7 @@ class Session:
         if "server_keep_alive" in props:
             self.keepalive = props["server_keep_alive"]
         self._alias_out_max = props.get("topic_alias_maximum", 0) if self.outgoing_aliases else 0
+        self._set_state(CONNECTED)
         if not pkt.session_present and not self.clean_session:
             self._incoming.clear()  # the broker lost our session: its QoS 2 ids are gone too
         events.append(Connected(pkt.session_present, pkt.properties))
@@ -602,7 +606,7 @@ class Session:
         if self.keepalive:
             if self.ping_sent_at is not None:
                 if now - self.ping_sent_at >= self.keepalive:
-                    self.state = DISCONNECTED
+                    self._set_state(DISCONNECTED)
                     events.append(Disconnected(0x8D, "no PINGRESP within the keep-alive period"))
                     return events
             elif now - self.last_sent >= self.keepalive:
