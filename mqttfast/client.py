@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .codec import Publish, Subscription, Will, append_publish
+from .codec import Publish, Subscription, Will, append_publish, append_publish_many
 from .constants import MQTT_5
-from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected
+from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
 from .loop import CLOSED, Backoff, Connection, Handler, Loop
 from .session import (
     CONNECTED,
@@ -33,6 +33,7 @@ from .session import (
 from .store import MemoryStore
 
 log = logging.getLogger("mqttfast")
+_monotonic = time.monotonic
 
 Message = Publish  # what ``on_message`` and ``messages()`` hand out
 Payload = Union[bytes, bytearray, memoryview, str]
@@ -55,9 +56,14 @@ def tls_context(ca_certs: Optional[str] = None, certfile: Optional[str] = None,
 
 
 class PublishHandle(Outgoing):
-    """A QoS 1/2 publish: ``wait()`` is true once the broker acknowledged it."""
+    """A QoS 1/2 publish: ``wait()`` is true once the broker acknowledged it.
 
-    __slots__ = ("_client",)
+    Each Client makes its own subclass with ``_client`` as a class attribute, which saves an
+    attribute store per message.
+    """
+
+    __slots__ = ()
+    _client: "Client"
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until acknowledged (True), failed (False), or ``timeout`` passed (False)."""
@@ -163,7 +169,8 @@ class Client(Handler):
                  max_retries: int = 3, reconnect: Union[bool, Backoff] = False,
                  connect_timeout: float = 10.0, topic_alias_maximum: int = 64,
                  outgoing_aliases: bool = True, max_packet_size: Optional[int] = None,
-                 max_buffer: int = 8 * 1024 * 1024, store: Optional[MemoryStore] = None,
+                 max_buffer: int = 8 * 1024 * 1024, block_when_full: bool = False,
+                 store: Optional[MemoryStore] = None,
                  loop: Optional[Loop] = None, background: Optional[bool] = None) -> None:
         if clean_session is not None and clean_start is not None and clean_session != clean_start:
             raise ValueError("clean_session and clean_start are the same flag: give one")
@@ -185,11 +192,13 @@ class Client(Handler):
         self.reconnect = Backoff() if reconnect is True else (reconnect or None)
         self.connect_timeout = connect_timeout
         self.max_buffer = max_buffer
+        self.block_when_full = block_when_full  # QueueFull blocks publish() instead of raising
         self.session = Session(client_id, protocol, clean, max_inflight=max_inflight,
                                max_queued=max_queued, ack_timeout=ack_timeout,
                                max_retries=max_retries, topic_alias_maximum=topic_alias_maximum,
                                outgoing_aliases=outgoing_aliases, max_packet_size=max_packet_size,
                                store=store)
+        self._handle_cls = type("PublishHandle", (PublishHandle,), {"__slots__": (), "_client": self})
         self._own_loop = loop is None
         self._loop = loop if loop is not None else Loop()
         self._background = self._own_loop if background is None else background
@@ -340,11 +349,26 @@ class Client(Handler):
             if len(session.out) > self.max_buffer:
                 self._drain()
             return WrittenHandle(self, conn, mark)
-        record = session.make_record(topic, payload, qos, retain, properties, PublishHandle)
-        record._client = self
-        with conn.lock:
-            session.publish_record(record, time.monotonic())
-        conn.kick()
+        lock = conn.lock
+        while True:
+            lock.acquire()
+            try:
+                record = session.publish(topic, payload, qos, retain, properties,
+                                         _monotonic() if session.ack_timeout else 0.0,
+                                         self._handle_cls)
+                break
+            except QueueFull:
+                if not self.block_when_full:
+                    raise
+            finally:
+                lock.release()
+            # Block until an acknowledgement frees a slot (or the connection is gone for good).
+            self._wait_for(lambda: session.queued_count < session.max_queued
+                           or conn.phase == CLOSED, None)
+            if conn.phase == CLOSED:
+                raise NotConnected("the connection closed while waiting for a free slot")
+        if not conn._dirty:
+            conn.kick()
         if len(session.out) > self.max_buffer:
             self._drain()
         return record
@@ -358,12 +382,8 @@ class Client(Handler):
         session = self.session
         if qos == 0 and session.plain_qos0:
             with conn.lock:
-                out = session.out
-                total = 0
-                for payload in payloads:
-                    total += append_publish(out, topic, payload, 0, 0, retain, False,
-                                            session.protocol, properties)
-                session.queued_bytes += total
+                session.queued_bytes += append_publish_many(session.out, topic, payloads, retain,
+                                                            session.protocol, properties)
                 mark = session.queued_bytes
             conn.kick()
             if len(session.out) > self.max_buffer:
@@ -372,10 +392,9 @@ class Client(Handler):
         handles = []
         now = time.monotonic()
         for payload in payloads:
-            record = session.make_record(topic, payload, qos, retain, properties, PublishHandle)
-            record._client = self
             with conn.lock:
-                session.publish_record(record, now)
+                record = session.publish(topic, payload, qos, retain, properties, now,
+                                         self._handle_cls)
             handles.append(record)
             if len(session.out) > self.max_buffer:
                 conn.kick()
@@ -518,6 +537,7 @@ class Client(Handler):
     def connection_events(self, conn: Connection, events: List[Any]) -> None:
         on_message = self.on_message
         inbox = self._inbox
+        handle_cls = self._handle_cls
         completed = False
         for event in events:
             cls = event.__class__
@@ -529,7 +549,7 @@ class Client(Handler):
                         log.exception("on_message callback raised")
                 if inbox is not None:
                     inbox.put(event)
-            elif cls is PublishHandle or isinstance(event, Outgoing):
+            elif cls is handle_cls or isinstance(event, Outgoing):
                 completed = True
                 if self.on_publish is not None:
                     self._call(self.on_publish, event)

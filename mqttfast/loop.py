@@ -166,6 +166,11 @@ class Connection:
         self.loop.selector.register(sock, selectors.EVENT_WRITE, self)
         self._want_write = True
 
+    def _failed(self, error: BaseException) -> None:
+        """A connection attempt failed before CONNACK (resolve, connect, TLS): close the socket,
+        then retry or give up as the reconnect policy says."""
+        self.close(error)
+
     def _tcp_connected(self) -> None:
         assert self.sock is not None
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

@@ -37,7 +37,7 @@ from .codec import (
     encode_ack,
     encode_publish,
 )
-from .constants import MQTT_5, PROTOCOLS, PacketType, reason_name
+from .constants import MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
 from .errors import NotConnected, PayloadTooLarge, ProtocolError, QueueFull
 from .store import MemoryStore
 
@@ -303,9 +303,31 @@ class Session:
 
     def publish(self, topic: str, payload: Union[bytes, bytearray, memoryview, str], qos: int = 0,
                 retain: bool = False, properties: Optional[dict] = None,
-                now: float = 0.0) -> Optional[Outgoing]:
+                now: float = 0.0, cls: type = Outgoing) -> Optional[Outgoing]:
         """Queue a PUBLISH. QoS 0 returns None once its bytes are in ``out``; QoS 1/2 return the
-        ``Outgoing`` record that completes on the broker's acknowledgement."""
+        ``Outgoing`` record (an instance of ``cls``) that completes on the acknowledgement."""
+        if qos and self.plain_qos0 and not self._pending and len(self._inflight) < self._window:
+            # The QoS 1/2 fast path: the codec validates while encoding, before the id is taken.
+            pid = self._last_id + 1
+            if pid > 65535 or pid in self._inflight or pid in self._control:
+                pid = self._next_packet_id()
+            if qos > self._broker_max_qos:
+                raise ValueError(f"the broker accepts at most QoS {self._broker_max_qos}")
+            self.queued_bytes += append_publish(self.out, topic, payload, qos, pid, retain, False,
+                                                self.protocol, properties)
+            self._last_id = pid
+            if payload.__class__ is not bytes:
+                payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+            record = cls(topic, payload, qos, retain, properties)
+            record.packet_id = pid
+            record.state = WAIT_PUBACK if qos == 1 else WAIT_PUBREC
+            self._inflight[pid] = record
+            if self.ack_timeout is not None:
+                record.deadline = now + self.ack_timeout
+                self._timeouts.append(record)
+            if self._durable:
+                self.store.saved(record)
+            return record
         if qos == 0 and self.state == CONNECTED:
             if self._alias_out_max and (properties is None or "topic_alias" not in properties):
                 return self._publish_aliased(topic, payload, 0, 0, retain, properties, None)
@@ -317,7 +339,8 @@ class Session:
                                       f"size of {self._broker_max_packet}")
             self.queued_bytes += n
             return None
-        return self.publish_record(self.make_record(topic, payload, qos, retain, properties), now)
+        return self.publish_record(self.make_record(topic, payload, qos, retain, properties, cls),
+                                   now)
 
     def make_record(self, topic: str, payload: Any, qos: int, retain: bool = False,
                     properties: Optional[dict] = None, cls: type = Outgoing) -> Any:
@@ -383,12 +406,13 @@ class Session:
         alias = self._aliases_out.get(topic)
         props = dict(properties) if properties else {}
         wire_topic = topic
+        new_alias = False
         if alias is not None:
             wire_topic = ""
             props["topic_alias"] = alias
         elif len(self._aliases_out) < self._alias_out_max:
             alias = len(self._aliases_out) + 1
-            self._aliases_out[topic] = alias
+            new_alias = True
             props["topic_alias"] = alias
         n = append_publish(self.out, wire_topic, payload, qos, packet_id, retain, False,
                            self.protocol, props or None)
@@ -396,6 +420,8 @@ class Session:
             del self.out[-n:]
             raise PayloadTooLarge(f"PUBLISH of {n} bytes exceeds the broker's maximum packet "
                                   f"size of {self._broker_max_packet}")
+        if new_alias:  # only once the PUBLISH that teaches it to the broker is written
+            self._aliases_out[topic] = alias
         self.queued_bytes += n
         return None
 
@@ -533,7 +559,7 @@ class Session:
             self.keepalive = props["server_keep_alive"]
         self._alias_out_max = props.get("topic_alias_maximum", 0) if self.outgoing_aliases else 0
         self._set_state(CONNECTED)
-        if not pkt.session_present and not self.clean_session:
+        if not pkt.session_present and not self.clean_session and self.protocol != MQTT_3_1:
             self._incoming.clear()  # the broker lost our session: its QoS 2 ids are gone too
         events.append(Connected(pkt.session_present, pkt.properties))
         self._restore(now)
@@ -541,6 +567,7 @@ class Session:
     def _restore(self, now: float) -> None:
         """Re-send what was unacknowledged when the last connection dropped, as the seed's
         RestoreSession does: PUBLISH with DUP, or PUBREL for those past PUBREC."""
+        self._timeouts.clear()  # every inflight record is re-timed below, from ``now``
         for pid, record in list(self._inflight.items()):
             if record.state == WAIT_PUBCOMP:
                 self._write(encode_ack(PacketType.PUBREL, pid, 0, self.protocol))

@@ -31,7 +31,7 @@ def encode_varint(value: int) -> bytes:
 def decode_varint(buf: Buffer, pos: int, end: int, what: str = "variable byte integer") -> Tuple[int, int]:
     value = 0
     shift = 0
-    for i in range(4):
+    for _ in range(4):
         if pos >= end:
             raise MalformedPacket(f"{what} runs past the end of the packet")
         byte = buf[pos]
