@@ -247,6 +247,9 @@ class Session:
             record.state = FAILED
             record.error = reason
             failed.append(record)
+        if self._durable:
+            for pid in self._inflight:
+                self.store.removed(pid)
         self._inflight.clear()
         self._pending.clear()
         self._timeouts.clear()
@@ -311,7 +314,7 @@ class Session:
             pid = self._last_id + 1
             if pid > 65535 or pid in self._inflight or pid in self._control:
                 pid = self._next_packet_id()
-            if qos > self._broker_max_qos:
+            if self._broker_max_qos < qos <= 2:
                 raise ValueError(f"the broker accepts at most QoS {self._broker_max_qos}")
             self.queued_bytes += append_publish(self.out, topic, payload, qos, pid, retain, False,
                                                 self.protocol, properties)
@@ -416,6 +419,13 @@ class Session:
             props["topic_alias"] = alias
         n = append_publish(self.out, wire_topic, payload, qos, packet_id, retain, False,
                            self.protocol, props or None)
+        if self._broker_max_packet is not None and n > self._broker_max_packet and alias:
+            # The alias property (3 bytes) broke the limit: send it plain, as ``make_record``
+            # checked (a record raising here would stay in flight, never sent).
+            del self.out[-n:]
+            new_alias = False
+            n = append_publish(self.out, topic, payload, qos, packet_id, retain, False,
+                               self.protocol, properties)
         if self._broker_max_packet is not None and n > self._broker_max_packet:
             del self.out[-n:]
             raise PayloadTooLarge(f"PUBLISH of {n} bytes exceeds the broker's maximum packet "
