@@ -8,7 +8,7 @@ from setuptools import Extension, setup
 
 
 def extensions() -> list:
-    if os.environ.get("MQTTFAST_PURE"):
+    if os.environ.get("MQTTFAST_PURE", "").lower() not in ("", "0", "false", "no"):
         return []
     from Cython.Build import cythonize
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-if os.environ.get("MQTTFAST_PURE"):
+if os.environ.get("MQTTFAST_PURE", "").lower() not in ("", "0", "false", "no"):
     from ._codec_py import *  # noqa: F403
     from ._codec_py import __all__
 
