@@ -10,6 +10,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.string cimport memcmp, memcpy
 
@@ -244,12 +245,16 @@ cdef inline bytes _as_payload(object payload):
                     f"not {type(payload).__name__}")
 
 
-cdef inline int _c_int(object value) noexcept:
+cdef inline int _c_int(object value) except? -2:
     """A caller's int argument as a C int; -1 (always invalid here) for anything else."""
-    try:
-        return value
-    except (OverflowError, TypeError, ValueError):
+    cdef int overflow = 0
+    cdef long v
+    if not PyLong_Check(value):
         return -1
+    v = PyLong_AsLongAndOverflow(value, &overflow)
+    if overflow or v < -1 or v > 0x7FFFFFFF:
+        return -1
+    return <int>v
 
 
 cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_arg,
@@ -303,8 +308,9 @@ cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_ar
     return 0
 
 
-cdef inline bytes _props_for(object protocol_arg, object properties):
-    cdef int protocol = _c_int(protocol_arg)
+cdef inline bytes _props_for(int protocol, object protocol_arg, object properties):
+    if protocol == 4 and not properties:
+        return None
     if protocol == MQTT5:
         return encode_properties(properties, _P.PUBLISH) if properties else EMPTY_PROPS
     if protocol != 3 and protocol != 4:
@@ -341,7 +347,7 @@ def encode_publish(topic, payload, qos=0, packet_id=0, bint retain=False, bint d
     """Encode one PUBLISH packet, validating everything the caller gave."""
     cdef PubPlan plan
     cdef bytes data = _as_payload(payload)
-    cdef bytes props = _props_for(protocol, properties) if (_c_int(protocol) != 4 or properties) else None
+    cdef bytes props = _props_for(_c_int(protocol), protocol, properties)
     _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, properties, props)
     out = PyBytes_FromStringAndSize(NULL, plan.total)
     _write_publish(<unsigned char*>PyBytes_AS_STRING(out), &plan, data, props)
@@ -353,7 +359,7 @@ def append_publish(bytearray buf not None, topic, payload, qos=0, packet_id=0,
     """Append one encoded PUBLISH to ``buf`` (for one ``send`` of many packets); returns its size."""
     cdef PubPlan plan
     cdef bytes data = _as_payload(payload)
-    cdef bytes props = _props_for(protocol, properties) if (_c_int(protocol) != 4 or properties) else None
+    cdef bytes props = _props_for(_c_int(protocol), protocol, properties)
     cdef Py_ssize_t old
     _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, properties, props)
     old = PyByteArray_GET_SIZE(buf)
@@ -367,7 +373,7 @@ def append_publish_many(bytearray buf not None, topic, payloads, bint retain=Fal
     """Append a QoS 0 PUBLISH to ``topic`` for each payload: the bulk sender's path (the topic is
     validated once). Returns the number of bytes appended."""
     cdef PubPlan plan
-    cdef bytes props = _props_for(protocol, properties) if (_c_int(protocol) != 4 or properties) else None
+    cdef bytes props = _props_for(_c_int(protocol), protocol, properties)
     cdef bytes data
     cdef Py_ssize_t old, total = 0, remaining
     cdef Py_ssize_t fixed = 2
