@@ -362,7 +362,17 @@ class Connection:
 
     def close(self, error: Optional[BaseException], retry: bool = True) -> None:
         """Close the socket; report failed publishes; reconnect later when the policy says so."""
-        if self.phase == CLOSED or (self.phase == IDLE and self.sock is None):
+        if self.phase == CLOSED:
+            return
+        if self.phase == IDLE and self.sock is None:
+            if retry and not self.closing:
+                return  # already down and waiting to reconnect
+            # Waiting to reconnect (or never opened) and told to stop: give up now, not at the
+            # next attempt.
+            self._retry_at = float("inf")
+            self.phase = CLOSED
+            self.loop._closed(self)
+            self.handler.connection_closed(self, error, [], False)
             return
         sock, self.sock = self.sock, None
         if sock is not None:
@@ -397,6 +407,22 @@ class Connection:
         self.handler.connection_closed(self, error, failed, delay is not None)
 
 
+class TimerHandle:
+    """A callback scheduled with ``Loop.call_at`` / ``call_later``; ``cancel()`` stops it."""
+
+    __slots__ = ("fn", "_timer_at")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        self._timer_at = float("inf")
+
+    def cancel(self) -> None:
+        self._timer_at = -1.0  # no heap entry matches it any more
+
+    def on_timer(self, now: float) -> None:
+        self.fn()
+
+
 class Loop:
     """A ``selectors`` event loop for MQTT connections, run by one thread."""
 
@@ -429,6 +455,15 @@ class Loop:
         self._calls.append(fn)
         if self.sleeping and self._thread_id != threading.get_ident():
             self.wake()
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> TimerHandle:
+        """Run ``fn`` in the loop thread at ``time.monotonic()`` time ``when`` (loop thread only)."""
+        handle = TimerHandle(fn)
+        self._schedule(handle, when)  # type: ignore[arg-type]
+        return handle
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> TimerHandle:
+        return self.call_at(_monotonic() + delay, fn)
 
     def wake(self) -> None:
         try:
