@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from .codec import Publish, Subscription, Will, append_publish, append_publish_many
 from .constants import MQTT_5
 from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
-from .loop import CLOSED, Backoff, Connection, Handler, Loop
+from .loop import CLOSED, MQTT_CONNECTING, Backoff, Connection, Handler, Loop
 from .session import (
     CONNECTED,
     DONE,
@@ -463,10 +463,13 @@ class Client(Handler):
 
     def messages(self, timeout: Optional[float] = None) -> Iterator[Publish]:
         """Iterate over received messages (pull style). Stops after ``timeout`` seconds without a
-        message, or when the connection closes for good."""
+        message, or when the connection closes for good. Messages are kept from this call on
+        (not from the first ``next()``), so call it before subscribing to miss nothing."""
         if self._inbox is None:
             self._inbox = queue.SimpleQueue()
-        inbox = self._inbox
+        return self._iterate(self._inbox, timeout)
+
+    def _iterate(self, inbox: "queue.SimpleQueue[Any]", timeout: Optional[float]) -> Iterator[Publish]:
         while True:
             try:
                 item = inbox.get(timeout=timeout) if self._background else self._pull(timeout)
@@ -496,8 +499,9 @@ class Client(Handler):
         if conn.phase != CLOSED:
             with conn.lock:
                 self.session.disconnect(reason_code, properties)
-            conn.kick()
-            self._wait_for(lambda: conn.phase == CLOSED, timeout)
+            if conn.phase >= MQTT_CONNECTING:  # a socket to say DISCONNECT on: wait until said
+                conn.kick()
+                self._wait_for(lambda: conn.phase == CLOSED, timeout)
             if conn.phase != CLOSED:
                 self._loop.call_soon(lambda: conn.close(None, retry=False))
                 self._wait_for(lambda: conn.phase == CLOSED, 1.0)

@@ -486,8 +486,11 @@ class Loop:
         self.connections.discard(conn)
         self._written(conn)
 
-    def run_once(self, timeout: Optional[float] = None) -> None:
-        """One iteration: run queued calls, flush, wait for I/O up to ``timeout``, handle it all."""
+    def run_once(self, timeout: Optional[float] = None,
+                 done: Optional[Callable[[], bool]] = None) -> None:
+        """One iteration: run queued calls, flush, wait for I/O up to ``timeout``, handle it all.
+        When ``done()`` is already true after the flush (a DISCONNECT written and the socket
+        closed), do not wait."""
         self._thread_id = threading.get_ident()
         calls = self._calls
         while calls:
@@ -501,7 +504,7 @@ class Loop:
         # Other threads wake us only while we sleep: set the flag before the last look at the
         # queues, so a kick between that look and select() cannot be lost.
         self.sleeping = True
-        if calls or dirty:
+        if calls or dirty or (done is not None and done()):
             timeout = 0
         try:
             ready = self.selector.select(timeout)
@@ -532,12 +535,12 @@ class Loop:
         deadline = None if timeout is None else _monotonic() + timeout
         while not done():
             if deadline is None:
-                self.run_once(1.0)
+                self.run_once(1.0, done)
             else:
                 left = deadline - _monotonic()
                 if left <= 0:
                     return False
-                self.run_once(min(left, 1.0))
+                self.run_once(min(left, 1.0), done)
         return True
 
     def run_forever(self) -> None:

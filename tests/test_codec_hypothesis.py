@@ -8,11 +8,12 @@ classes, so one example exercises both. Bounded to a few hundred examples per te
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, List, Tuple
 
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+import mqttfast._codec_py as _PY  # the reference twin encodes the seeds that mutated() damages
 from mqttfast.constants import (
     MAX_REMAINING_LENGTH,
     V5_REASON_CODES,
@@ -348,8 +349,6 @@ def mutated(draw: Any, min_ops: int = 1, max_ops: int = 3) -> Tuple[int, bytes]:
     return draw(protocols) if draw(st.integers(0, 4)) == 0 else protocol, bytes(wire)
 
 
-import mqttfast._codec_py as _PY  # noqa: E402  (the reference twin builds the seeds above)
-
 hostile = st.one_of(
     st.tuples(protocols, st.binary(max_size=40)),
     st.tuples(protocols, st.binary(max_size=6).map(lambda b: bytes([0x30]) + b)),
@@ -378,8 +377,8 @@ def test_stream_hostile_bytes(both, case, data):
     dc = c.StreamDecoder(protocol, max_packet_size=limit)
     dp = py.StreamDecoder(protocol, max_packet_size=limit)
     for piece in pieces:
-        got_c = outcome(lambda: dc.feed(piece))
-        got_py = outcome(lambda: dp.feed(piece))
+        got_c = outcome(lambda piece=piece: dc.feed(piece))
+        got_py = outcome(lambda piece=piece: dp.feed(piece))
         assert got_c == got_py
         assert dc.buffered == dp.buffered
         if got_c[0] == "error":
