@@ -669,6 +669,8 @@ cdef class StreamDecoder:
 
     @max_packet_size.setter
     def max_packet_size(self, value):
+        if value is not None and value < 2:
+            raise ValueError(f"max_packet_size must be at least 2 bytes, got {value}")
         self._max_packet_size = value
         self._limit = -1 if value is None else value
 

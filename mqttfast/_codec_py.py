@@ -356,6 +356,8 @@ class StreamDecoder:
 
     def __init__(self, protocol: int = 4, max_packet_size: Optional[int] = None) -> None:
         _check_protocol(protocol)
+        if max_packet_size is not None and max_packet_size < 2:
+            raise ValueError(f"max_packet_size must be at least 2 bytes, got {max_packet_size}")
         self.protocol = protocol
         self.max_packet_size = max_packet_size
         self._buf = bytearray()
