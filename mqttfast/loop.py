@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import os
 import logging
 import random
 import selectors
@@ -109,6 +110,7 @@ class Connection:
         self._connect_deadline = float("inf")
         self._retry_at = float("inf")
         self._events = 0
+        self._addrs: List[Any] = []
 
     def __repr__(self) -> str:
         return f"<Connection {self.session.client_id!r} {self.host}:{self.port} {_PHASES[self.phase]}>"
@@ -142,29 +144,48 @@ class Connection:
         self._connect_deadline = now + self.connect_timeout
         self.loop._schedule(self, self._connect_deadline)
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-            family, kind, proto, _, addr = infos[0]
-            sock = socket.socket(family, kind, proto)
+            self._addrs = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except OSError as exc:
             self._failed(ConnectionLost(f"cannot resolve {self.host}:{self.port}: {exc}"))
             return
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.source_address is not None:
+        self._connect_next(None)
+
+    def _connect_next(self, last_error: Optional[str]) -> None:
+        """Try the next resolved address (a name may resolve to ::1 and 127.0.0.1, and the broker
+        may listen on only one of them); fail with the last error when none is left."""
+        if self.sock is not None:
             try:
-                sock.bind(self.source_address)
+                self.loop.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self.sock.close()
+            self.sock = None
+        while self._addrs:
+            family, kind, proto, _, addr = self._addrs.pop(0)
+            try:
+                sock = socket.socket(family, kind, proto)
             except OSError as exc:
+                last_error = str(exc)
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.source_address is not None:
+                try:
+                    sock.bind(self.source_address)
+                except OSError as exc:
+                    sock.close()
+                    self._failed(ConnectionLost(f"cannot bind to {self.source_address}: {exc}"))
+                    return
+            code = sock.connect_ex(addr)
+            if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 sock.close()
-                self._failed(ConnectionLost(f"cannot bind to {self.source_address}: {exc}"))
-                return
-        self.sock = sock
-        code = sock.connect_ex(addr)
-        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-            self._failed(ConnectionLost(f"cannot connect to {self.host}:{self.port}: "
-                                        f"{errno.errorcode.get(code, code)}"))
+                last_error = os.strerror(code)
+                continue
+            self.sock = sock
+            self.loop.selector.register(sock, selectors.EVENT_WRITE, self)
+            self._want_write = True
             return
-        self.loop.selector.register(sock, selectors.EVENT_WRITE, self)
-        self._want_write = True
+        self._failed(ConnectionLost(f"cannot connect to {self.host}:{self.port}: {last_error}"))
 
     def _failed(self, error: BaseException) -> None:
         """A connection attempt failed before CONNACK (resolve, connect, TLS): close the socket,
@@ -175,8 +196,7 @@ class Connection:
         assert self.sock is not None
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            self._failed(ConnectionLost(f"cannot connect to {self.host}:{self.port}: "
-                                        f"{errno.errorcode.get(code, code)} ({code})"))
+            self._connect_next(os.strerror(code))
             return
         if self.ssl_context is not None:
             self.loop.selector.unregister(self.sock)

@@ -207,10 +207,15 @@ class Session:
         """Start a connection: queue CONNECT (the loop has just opened the socket)."""
         props = dict(properties or {})
         if self.protocol == MQTT_5:
-            if self.topic_alias_maximum:
-                props.setdefault("topic_alias_maximum", self.topic_alias_maximum)
-            if self.max_packet_size:
-                props.setdefault("maximum_packet_size", self.max_packet_size)
+            # The CONNECT's own limits win: they are what the broker is told to respect.
+            self.topic_alias_maximum = props.setdefault("topic_alias_maximum",
+                                                        self.topic_alias_maximum)
+            if not self.topic_alias_maximum:
+                del props["topic_alias_maximum"]
+            if "maximum_packet_size" in props:
+                self.max_packet_size = props["maximum_packet_size"]
+            elif self.max_packet_size:
+                props["maximum_packet_size"] = self.max_packet_size
         packet = Connect(self.client_id, self.protocol, self.clean_session, keepalive, username,
                          password, will, props or None)
         self.out = bytearray(encode(packet))
