@@ -231,3 +231,10 @@ def test_repeated_and_alternating_topics(codec):
         with pytest.raises(ValueError):
             codec.encode_publish(bad, b"")
         assert codec.decode(codec.encode_publish(topic, b"1")).topic == topic
+
+
+@pytest.mark.parametrize("limit", [-1, 0, 1])
+def test_max_packet_size_below_two_is_refused(codec, limit):
+    # The smallest MQTT packet (PINGREQ) is 2 bytes: a smaller limit can only be a mistake.
+    with pytest.raises(ValueError, match="max_packet_size"):
+        codec.StreamDecoder(4, max_packet_size=limit)
