@@ -164,7 +164,7 @@ class Client(Handler):
                  clean_session: Optional[bool] = None, clean_start: Optional[bool] = None,
                  tls: Union[None, bool, ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None, properties: Optional[dict] = None,
-                 session_expiry: Optional[int] = None, max_inflight: int = 65535,
+                 session_expiry: Optional[int] = None, max_inflight: Optional[int] = None,
                  max_queued: int = 1_000_000, ack_timeout: Optional[float] = None,
                  max_retries: int = 3, reconnect: Union[bool, Backoff] = False,
                  connect_timeout: float = 10.0, topic_alias_maximum: int = 64,

@@ -147,19 +147,24 @@ class Session:
     """Protocol state of one MQTT client connection, kept across reconnects.
 
     ``max_inflight`` caps unacknowledged QoS 1/2 publishes (further capped by the broker's MQTT 5
-    Receive Maximum); up to ``max_queued`` more wait in a queue, beyond which ``publish`` raises
+    Receive Maximum; default 65535 for MQTT 5, 20 before it, where brokers cannot announce a limit); up to ``max_queued`` more wait in a queue, beyond which ``publish`` raises
     ``QueueFull``. ``ack_timeout`` (seconds) re-sends an unacknowledged publish with DUP set, at most
     ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live connection), and then
     completes it as failed.
     """
 
     def __init__(self, client_id: str = "", protocol: int = 4, clean_session: bool = True, *,
-                 max_inflight: int = 65535, max_queued: int = 1_000_000,
+                 max_inflight: Optional[int] = None, max_queued: int = 1_000_000,
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
                  max_packet_size: Optional[int] = None, store: Optional[MemoryStore] = None) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
+        if max_inflight is None:
+            # MQTT 5 brokers announce their limit (Receive Maximum). Before 5 they cannot, and
+            # mosquitto (max_inflight_messages, 20 by default) silently drops the QoS 2 messages
+            # of a 3.1.1 client beyond it: default to 20, as paho does.
+            max_inflight = 65535 if protocol == MQTT_5 else 20
         if not 1 <= max_inflight <= 65535:
             raise ValueError(f"max_inflight must be 1..65535, got {max_inflight}")
         self.client_id = client_id

@@ -108,7 +108,7 @@ class TestPacketIds:
     def test_ids_wrap_skip_those_in_flight_and_run_out(self):
         """1..65535 in order; after the wrap an id still unacknowledged is skipped, never reused;
         with all 65535 in use, a new id is QueueFull (a publish just waits in the queue)."""
-        s, b = connected(4)
+        s, b = connected(4, max_inflight=65535)
         recs = [s.publish("t", b"", 1) for _ in range(65535)]
         assert [r.packet_id for r in recs] == list(range(1, 65536))
         assert s.inflight_count == 65535
