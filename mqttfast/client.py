@@ -102,7 +102,8 @@ class WrittenHandle:
         conn = self._conn
         if conn.is_written(self._mark) is None:
             self._client._wait_for(
-                lambda: conn.is_written(self._mark) is not None or conn.phase == CLOSED, timeout)
+                lambda: conn.is_written(self._mark) is not None or conn.phase == CLOSED, timeout,
+                on_write=True)
         return conn.is_written(self._mark) is True
 
 
@@ -288,9 +289,11 @@ class Client(Handler):
     def _in_loop_thread(self) -> bool:
         return not self._background or threading.current_thread() is self._thread
 
-    def _wait_for(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
-        """Wait until ``predicate()``: on the condition when a loop thread runs, else by running
-        the loop ourselves."""
+    def _wait_for(self, predicate: Callable[[], bool], timeout: Optional[float],
+                  on_write: bool = False) -> bool:
+        """Wait until ``predicate()``: on a condition when a loop thread runs (the client's, which
+        session events notify, or with ``on_write`` the loop's, which writes notify), else by
+        running the loop ourselves."""
         if predicate():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -298,16 +301,24 @@ class Client(Handler):
             if self._background:
                 raise MQTTError("cannot wait inside a callback: the loop thread would block")
             return self._loop.run_until(predicate, timeout)
-        with self._cond:
-            self._waiters += 1
+        loop = self._loop
+        cond = loop.written if on_write else self._cond
+        with cond:
+            if on_write:
+                loop.write_waiters += 1
+            else:
+                self._waiters += 1
             try:
                 while not predicate():
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
-                    self._cond.wait(0.25 if left is None else min(left, 0.25))
+                    cond.wait(0.25 if left is None else min(left, 0.25))
             finally:
-                self._waiters -= 1
+                if on_write:
+                    loop.write_waiters -= 1
+                else:
+                    self._waiters -= 1
         return True
 
     def _notify(self) -> None:
@@ -396,6 +407,8 @@ class Client(Handler):
                 record = session.publish(topic, payload, qos, retain, properties, now,
                                          self._handle_cls)
             handles.append(record)
+            if not conn._dirty:
+                conn.kick()  # let the loop start writing while the batch is still being queued
             if len(session.out) > self.max_buffer:
                 conn.kick()
                 self._drain()
@@ -407,20 +420,10 @@ class Client(Handler):
         conn = self._conn
         assert conn is not None
         low = self.max_buffer // 2
-        if self._in_loop_thread():
-            if not self._background:
-                self._loop.run_until(lambda: len(self.session.out) <= low or conn.phase == CLOSED,
-                                     None)
-            return
-        loop = self._loop
-        with loop.written:
-            loop.write_waiters += 1
-            try:
-                while len(self.session.out) > low and conn.phase != CLOSED:
-                    conn.kick()
-                    loop.written.wait(0.05)
-            finally:
-                loop.write_waiters -= 1
+        if self._in_loop_thread() and self._background:
+            return  # inside a callback: the loop cannot write while we wait
+        self._wait_for(lambda: len(self.session.out) <= low or conn.phase == CLOSED, None,
+                       on_write=True)
 
     # ------------------------------------------------------------------ subscriptions
 

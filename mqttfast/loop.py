@@ -238,52 +238,62 @@ class Connection:
         self.flush()
 
     def flush(self) -> None:
-        """Write everything the session queued, in as few ``send`` calls as the socket allows."""
+        """Write everything the session queued, in as few ``send`` calls as the socket allows.
+
+        The session's buffer is taken only once the previous one is fully written, so data the
+        socket cannot take yet stays in ``session.out``, where publishers see it (back-pressure).
+        """
         self._dirty = False
         if self.phase < MQTT_CONNECTING or self.phase == CLOSED:
             return
         session = self.session
-        if session.out:
-            with self.lock:
-                data = session.out
-                session.out = bytearray()
-            if self._woff:
-                del self._wbuf[:self._woff]
-                self._woff = 0
-            if self._wbuf:
-                self._wbuf += data
-            else:
-                self._wbuf = data
-        if not self._wbuf:
-            return
         sock = self.sock
         assert sock is not None
-        wbuf = self._wbuf
-        try:
-            with memoryview(wbuf) as view:
-                sent = sock.send(view[self._woff:])
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            sent = 0
-        except OSError as exc:
-            self.close(ConnectionLost(f"send failed: {exc}"))
-            return
-        self._woff += sent
-        self.bytes_sent += sent
-        if sent:
-            session.last_sent = _monotonic()
-        if self._woff >= len(wbuf):
-            self._wbuf = bytearray()
-            self._woff = 0
-            if self._want_write and self.phase >= MQTT_CONNECTING:
+        for _ in range(2):  # then back to select(), so acknowledgements get read too
+            if self._woff >= len(self._wbuf):
+                if not session.out:
+                    break
+                with self.lock:
+                    self._wbuf = session.out
+                    session.out = bytearray()
+                self._woff = 0
+            try:
+                with memoryview(self._wbuf) as view:
+                    sent = sock.send(view[self._woff:])
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent = 0
+            except OSError as exc:
+                self.close(ConnectionLost(f"send failed: {exc}"))
+                return
+            self._woff += sent
+            self.bytes_sent += sent
+            if sent:
+                session.last_sent = _monotonic()
+                if self.loop.write_waiters:
+                    self.loop._written(self)
+            if self._woff < len(self._wbuf):
+                if not self._want_write:
+                    self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
+                break
+        else:
+            if session.out:
+                self.kick()  # more arrived meanwhile: next iteration, after reading
+        if self._woff >= len(self._wbuf):
+            if self._wbuf:
+                self._wbuf = bytearray()
+                self._woff = 0
+            if self._want_write and self.phase >= MQTT_CONNECTING and not session.out:
                 self._set_events(selectors.EVENT_READ)
-            self.loop._written(self)
-            if self.closing and session.state != "connected":
+            if self.closing and session.state != "connected" and not session.out:
                 self.close(None, retry=False)  # the DISCONNECT is out
                 return
-        elif not self._want_write:
-            self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
         if session.ack_timeout is not None and self.phase == OPEN:
             self._reschedule()  # a new publish may time out before the current timer
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet written: the session's buffer plus the unsent rest."""
+        return len(self.session.out) + len(self._wbuf) - self._woff
 
     def on_ready(self, mask: int) -> None:
         phase = self.phase

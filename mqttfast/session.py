@@ -147,7 +147,8 @@ class Session:
     """Protocol state of one MQTT client connection, kept across reconnects.
 
     ``max_inflight`` caps unacknowledged QoS 1/2 publishes (further capped by the broker's MQTT 5
-    Receive Maximum; default 65535 for MQTT 5, 20 before it, where brokers cannot announce a limit); up to ``max_queued`` more wait in a queue, beyond which ``publish`` raises
+    Receive Maximum; default 65535 for MQTT 5, 20 before it, where brokers cannot announce a
+    limit); up to ``max_queued`` more wait in a queue, beyond which ``publish`` raises
     ``QueueFull``. ``ack_timeout`` (seconds) re-sends an unacknowledged publish with DUP set, at most
     ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live connection), and then
     completes it as failed.
