@@ -1,0 +1,846 @@
+#!/usr/bin/env python
+"""Client against client: mqttfast, paho-mqtt, gmqtt, the raw-socket ceilings and mosquitto_sub.
+
+    python benchmarks/bench_clients.py                 # N = 200,000, median of 3 (< 5 minutes)
+    python benchmarks/bench_clients.py --quick         # N = 50,000, one run each
+    python benchmarks/bench_clients.py --only mqttfast,paho --json out.json
+    python benchmarks/bench_clients.py --only qos1-publish
+
+Everything runs on 127.0.0.1. The script starts its own mosquitto (a generated config on a free
+port: ``max_queued_messages 10000000`` and ``max_inflight_messages 0``, so the broker never drops
+a QoS 0 message for a slow subscriber; its log goes to a temporary file) and stops it at the end.
+Every contender runs in its own **subprocess** (a fresh interpreter: one library's threads and GIL
+do not touch another's), measures with ``time.perf_counter`` (CLOCK_MONOTONIC on Linux, so the
+times of different processes compare) and sends the parent one JSON line (``clients/child.py``).
+Payloads are 64 bytes, the protocol MQTT 3.1.1, every run has a timeout, and a client that fails
+or times out is reported as such in its row. Each measurement is repeated (round robin over the
+contenders of a scenario, so slow drifts in machine load spread evenly) and the median is shown.
+
+Scenarios (``--only`` takes these names, or client names: raw, mqttfast, mqttfast-many, paho,
+gmqtt, mosquitto_sub; the scenario's reference always runs):
+
+``qos0-publish``, ``qos1-publish``, ``qos2-publish``
+    One connection publishes N messages to one topic as fast as the client's API allows:
+    mqttfast ``publish()`` in a loop and ``publish_many``; paho ``publish()`` in a loop with
+    ``loop_start()``; gmqtt ``publish()`` in an asyncio loop; the raw ceilings (``clients/wire.py``:
+    pre-encoded frames in big ``sendall``s; for QoS 1 pipelined with packet ids 1..65535 cycling
+    and at most 65,535 unacknowledged, a reader thread counting PUBACKs). A **confirming
+    subscriber** (a raw socket in its own process, the same for every client, subscribed at QoS 0
+    before the start) counts what the broker delivers. Rate = N / (time from the first publish
+    call until the subscriber has all N *and* the publisher has all its acknowledgements (QoS 1:
+    PUBACK, QoS 2: PUBCOMP)). At QoS 0 the publisher's own "written" signal is not waited for,
+    but a note is printed when it comes much later than the subscriber's last message. "lost" =
+    N - messages the subscriber received. References: the raw QoS 0 ceiling, the raw QoS 1 ceiling;
+    QoS 2 has no raw ceiling, its ratios are against mqttfast.
+``qos0-receive``
+    The client under test subscribes (and is subscribed) first; then a feeder (the raw QoS 0
+    publisher, in its own process) publishes N messages as fast as it can. Rate = N / (time from
+    the feeder's first write until the client's ``on_message`` callback has seen the N-th
+    message); the first-to-last-message time is in the JSON. Reference: ``mosquitto_sub -C N``
+    (C, output to /dev/null), timed from the feeder's first write until the process exits
+    (slightly in mqttfast's favour: it includes mosquitto_sub's disconnect and exit).
+``standin-publish``, ``standin-receive`` (broker-free)
+    The stand-in peer of ``standin_peer.py`` (its own process) replaces the broker. Publish: the
+    peer discards and counts; rate = N / (time until the peer has counted all N: the parent
+    polls its count every millisecond once the client's publish loop has returned). The client's
+    own "all written" signal (mqttfast's last handle, paho's last ``wait_for_publish()``, gmqtt's
+    transport buffer empty) is in the JSON (``written_rate``), and a note is printed when it
+    lags; "lost" = N - what the peer counted. Receive: the peer replays N pre-encoded PUBLISHes
+    after the SUBACK; rate = N / (time from the first to the last ``on_message``). References:
+    the targets (1.5 M msg/s for ``publish()`` and receiving, 5 M msg/s for ``publish_many``).
+
+In-flight windows (QoS 1/2), each client with its fastest sound setting:
+
+* mqttfast: its default ``max_inflight=65535``; the raw QoS 1 ceiling: 65,535 too.
+* paho: its default, 20 (``--paho-window``). Larger is slower: after every PUBACK paho re-scans
+  its outgoing messages from the oldest (``_update_inflight``), O(window) per acknowledgement
+  (here, N = 50,000 at QoS 1: window 20 -> 29k msg/s, 1000 -> 13k msg/s). 0 ("unlimited") is
+  no way out: paho refuses a publish whose packet id is still outstanding, so the publish loop
+  keeps at most 65,535 messages outstanding (see ``run_paho.py``).
+* gmqtt: no window of its own; it refuses a publish (``OverflowError``) when its 65,535 ids are
+  all in flight, and the benchmark then waits a millisecond.
+* QoS 2: every client's window is capped at ``--qos2-window`` (default 1000; for gmqtt the
+  publish loop enforces it). mosquitto's handling of an incoming QoS 2 PUBLISH costs O(messages
+  of that client still in flight), so a 65,535 window makes the broker, not the client, the
+  bottleneck: here mqttfast went from ~60k msg/s (window 1000) to 1.6k msg/s (65,535), and
+  gmqtt, unwindowed, to 2.5k msg/s; against the stand-in peer mqttfast does ~400k msg/s at
+  65,535.
+
+On a busy or 2-core machine every figure is noisy: the broker, the client under test and the
+subscriber or feeder share the cores. Compare ratios from the same run, not figures across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+HOST = "127.0.0.1"
+PAYLOAD_SIZE = 64
+perf_counter = time.perf_counter
+
+# ---------------------------------------------------------------------- contenders and scenarios
+
+LABELS = {
+    "raw": "raw ceiling",
+    "mqttfast": "mqttfast",
+    "mqttfast-many": "mqttfast many",
+    "paho": "paho-mqtt",
+    "gmqtt": "gmqtt",
+    "mosquitto_sub": "mosquitto_sub",
+}
+# key -> (child "client", variant)
+CHILD = {
+    "raw": ("raw", "loop"),
+    "mqttfast": ("mqttfast", "loop"),
+    "mqttfast-many": ("mqttfast", "many"),
+    "paho": ("paho", "loop"),
+    "gmqtt": ("gmqtt", "loop"),
+}
+
+
+class Scenario:
+    def __init__(self, key: str, title: str, kind: str, qos: int, entries: List[str],
+                 reference: str, ref_label: str) -> None:
+        self.key = key
+        self.title = title
+        self.kind = kind  # "publish", "receive", "standin-publish", "standin-receive"
+        self.qos = qos
+        self.entries = entries
+        self.reference = reference  # an entry key, or "target"
+        self.ref_label = ref_label
+
+
+SCENARIOS = [
+    Scenario("qos0-publish", "qos0 publish", "publish", 0,
+             ["raw", "mqttfast", "mqttfast-many", "paho", "gmqtt"], "raw",
+             "raw QoS 0 ceiling"),
+    Scenario("qos1-publish", "qos1 publish", "publish", 1,
+             ["raw", "mqttfast", "mqttfast-many", "paho", "gmqtt"], "raw",
+             "raw QoS 1 ceiling"),
+    Scenario("qos2-publish", "qos2 publish", "publish", 2,
+             ["mqttfast", "mqttfast-many", "paho", "gmqtt"], "mqttfast",
+             "mqttfast (no raw QoS 2 ceiling)"),
+    Scenario("qos0-receive", "qos0 receive", "receive", 0,
+             ["mosquitto_sub", "mqttfast", "paho", "gmqtt"], "mosquitto_sub",
+             "mosquitto_sub -C N"),
+    Scenario("standin-publish", "free qos0 publish", "standin-publish", 0,
+             ["mqttfast", "mqttfast-many", "paho", "gmqtt"], "target",
+             "targets: 1.5M msg/s (publish()), 5M msg/s (publish_many)"),
+    Scenario("standin-receive", "free qos0 receive", "standin-receive", 0,
+             ["mqttfast", "paho", "gmqtt"], "target", "target: 1.5M msg/s"),
+]
+
+TARGET_RATES = {("standin-publish", "mqttfast"): 1.5e6,
+                ("standin-publish", "paho"): 1.5e6,
+                ("standin-publish", "gmqtt"): 1.5e6,
+                ("standin-publish", "mqttfast-many"): 5e6,
+                ("standin-receive", "mqttfast"): 1.5e6,
+                ("standin-receive", "paho"): 1.5e6,
+                ("standin-receive", "gmqtt"): 1.5e6}
+
+# (description, scenario, entry, kind, value): kind "ratio" (vs the scenario's reference) or
+# "rate" (absolute msg/s).
+TARGETS = [
+    ("QoS 0 publish, publish() >= 0.9x raw", "qos0-publish", "mqttfast", "ratio", 0.9),
+    ("QoS 0 publish, publish_many >= 0.9x raw", "qos0-publish", "mqttfast-many", "ratio", 0.9),
+    ("QoS 1 publish, publish() >= 0.85x raw QoS 1", "qos1-publish", "mqttfast", "ratio", 0.85),
+    ("QoS 1 publish, publish_many >= 0.85x raw QoS 1", "qos1-publish", "mqttfast-many", "ratio",
+     0.85),
+    ("QoS 0 receive >= 0.9x mosquitto_sub", "qos0-receive", "mqttfast", "ratio", 0.9),
+    ("broker-free publish() >= 1.5M msg/s", "standin-publish", "mqttfast", "rate", 1.5e6),
+    ("broker-free publish_many >= 5M msg/s", "standin-publish", "mqttfast-many", "rate", 5e6),
+    ("broker-free receive >= 1.5M msg/s", "standin-receive", "mqttfast", "rate", 1.5e6),
+]
+
+
+# ---------------------------------------------------------------------- processes
+
+class RunFailed(Exception):
+    pass
+
+
+class Child:
+    """One contender process (``clients/child.py``): JSON lines out, ``go``/``stop`` in."""
+
+    def __init__(self, spec: Dict[str, Any], tmpdir: str) -> None:
+        self.spec = spec
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [REPO, HERE] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        self.err_path = os.path.join(tmpdir, f"{spec['client_id']}.stderr")
+        self._err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.child", json.dumps(spec)], cwd=HERE, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
+            bufsize=1)
+        self.lines: "queue.Queue[Optional[dict]]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                self.lines.put({"event": "noise", "line": line})
+        self.lines.put(None)
+
+    def expect(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                msg = self.lines.get(timeout=max(0.0, left))
+            except queue.Empty:
+                raise RunFailed(
+                    f"timeout: no {event!r} from {self.name} within {timeout:g} s") from None
+            if msg is None:
+                raise RunFailed(f"{self.name} exited (code {self.proc.wait()}) before {event!r}"
+                                f"{self.stderr_tail()}")
+            if msg.get("event") == event:
+                return msg
+            if msg.get("event") == "error":
+                raise RunFailed(f"{self.name}: {msg.get('error')}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec['client']}/{self.spec['role']}"
+
+    def send(self, word: str) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(word + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    def stderr_tail(self) -> str:
+        try:
+            with open(self.err_path, "rb") as f:
+                tail = f.read()[-600:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+        return f": {tail}" if tail else ""
+
+    def close(self, grace: float = 5.0) -> None:
+        """End of input means stop; kill it if it does not exit in ``grace`` seconds."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._err.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """A private mosquitto on 127.0.0.1 (config and log in a temporary directory)."""
+
+    def __init__(self, tmpdir: str) -> None:
+        self.tmpdir = tmpdir
+        self.log_path = os.path.join(tmpdir, "mosquitto.log")
+        self.conf_path = os.path.join(tmpdir, "mosquitto.conf")
+        self.proc: Optional[subprocess.Popen] = None
+        self.port = 0
+        self.version = ""
+
+    def start(self) -> int:
+        exe = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        if exe is None:
+            raise RuntimeError("mosquitto not found (apt-get install mosquitto)")
+        for _attempt in range(5):
+            self.port = free_port()
+            lines = [
+                f"listener {self.port} {HOST}",
+                "allow_anonymous true",
+                "persistence false",
+                "max_queued_messages 10000000",
+                "max_inflight_messages 0",
+                f"log_dest file {self.log_path}",
+                "log_type error", "log_type warning", "log_type notice",
+                "log_type information", "log_type subscribe",
+                "connection_messages true",
+            ]
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                lines.append("user root")  # else it drops to "mosquitto", who cannot write the log
+            with open(self.conf_path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            self.proc = subprocess.Popen([exe, "-c", self.conf_path], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection((HOST, self.port), timeout=0.5).close()
+                    self.version = self._read_version()
+                    return self.port
+                except OSError:
+                    time.sleep(0.05)
+            self.stop()
+        raise RuntimeError(f"mosquitto did not start; see {self.log_path}")
+
+    def _read_version(self) -> str:
+        m = re.search(r"mosquitto version (\S+)", self.log_text())
+        return m.group(1) if m else "?"
+
+    def log_text(self, since: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_subscribed(self, client_id: str, topic: str, since: int, timeout: float) -> bool:
+        """Wait for the broker's "<client id> <qos> <topic>" subscribe log line."""
+        pat = re.compile(rf"^\d+: {re.escape(client_id)} \d {re.escape(topic)}$", re.M)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pat.search(self.log_text(since)):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+# ---------------------------------------------------------------------- one measurement
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmpdir: str) -> None:
+        self.args = args
+        self.n = args.messages
+        self.timeout = args.timeout
+        self.tmpdir = tmpdir
+        self.broker: Optional[Broker] = None
+        self.seq = 0
+        self.child_info: Dict[str, dict] = {}
+
+    def spec(self, key: str, role: str, port: int, topic: str, qos: int,
+             n: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+        self.seq += 1
+        client, variant = CHILD.get(key, (key, "loop"))
+        window = {"paho": self.args.paho_window, "mqttfast": self.args.mqttfast_window,
+                  "raw": self.args.raw_window}.get(client, 65535)
+        if qos == 2:
+            window = min(window, self.args.qos2_window)
+        spec = {"client": client, "role": role, "variant": variant, "host": HOST, "port": port,
+                "topic": topic, "n": self.n if n is None else n, "qos": qos,
+                "payload_size": PAYLOAD_SIZE, "timeout": self.timeout, "window": window,
+                "client_id": f"bench-{key}-{role}-{os.getpid()}-{self.seq}"}
+        spec.update(extra)
+        return spec
+
+    def topic(self, scenario: Scenario) -> str:
+        return f"bench/{scenario.key}/{os.getpid()}/{self.seq + 1}"
+
+    def _remember(self, key: str, msg: dict) -> None:
+        info = {k: msg[k] for k in ("version", "codec") if k in msg}
+        if info:
+            self.child_info[CHILD.get(key, (key,))[0]] = info
+
+    def run(self, scenario: Scenario, key: str) -> Dict[str, Any]:
+        t_start = time.monotonic()
+        children: List[Child] = []
+        try:
+            if scenario.kind == "publish":
+                out = self._broker_publish(scenario, key, children)
+            elif scenario.kind == "receive":
+                out = (self._mosquitto_sub(scenario, children) if key == "mosquitto_sub"
+                       else self._broker_receive(scenario, key, children))
+            elif scenario.kind == "standin-publish":
+                out = self._standin_publish(scenario, key, children)
+            else:
+                out = self._standin_receive(scenario, key, children)
+        except RunFailed as e:
+            out = {"ok": False, "error": str(e), "timed_out": str(e).startswith("timeout")}
+        except Exception as e:  # a bug here must not sink the table
+            out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        finally:
+            for child in children:
+                child.close()
+        parts = [out.get(k) for k in ("publisher", "subscriber", "client", "feeder")]
+        if not out.get("ok") and any(p.get("timed_out") for p in parts if p):
+            out["timed_out"] = True
+            out["error"] = f"timeout ({self.timeout:g} s): {out.get('error')}"
+        out["wall"] = time.monotonic() - t_start
+        return out
+
+    def _broker_publish(self, sc: Scenario, key: str, children: List[Child]) -> Dict[str, Any]:
+        n, port = self.n, self.broker.port  # type: ignore[union-attr]
+        topic = self.topic(sc)
+        sub = Child(self.spec("raw", "subscriber", port, topic, 0), self.tmpdir)
+        children.append(sub)
+        pub = Child(self.spec(key, "publish", port, topic, sc.qos), self.tmpdir)
+        children.append(pub)
+        sub.expect("ready", 20)
+        self._remember(key, pub.expect("ready", 20))
+        pub.send("go")
+        pres = pub.expect("result", self.timeout + 15)
+        # The subscriber may still be draining the broker's queue; give it a few seconds.
+        try:
+            sres = sub.expect("result", 10)
+        except RunFailed:
+            sub.send("stop")
+            sres = sub.expect("result", 5)
+        received = sres["received"]
+        out: Dict[str, Any] = {"publisher": pres, "subscriber": sres, "received": received,
+                               "lost": n - received}
+        t0 = pres["t0"]
+        t_done, t_last = pres.get("t_done"), sres.get("t_last")
+        # QoS 0: delivered when the subscriber has them all. QoS 1/2: and all acknowledged.
+        ends = [t for t in ((t_last,) if sc.qos == 0 else (t_done, t_last)) if t is not None]
+        if ends:
+            end = max(ends)
+            out["rate"] = min(received, n) / (end - t0) if end > t0 else None
+            if t_done:
+                out["publisher_rate"] = n / (t_done - t0)
+            if sc.qos == 0 and t_done and t_last:
+                out["warning"] = _lag_warning("the subscriber", t0, t_last, t_done)
+        errors = []
+        if not pres.get("ok"):
+            errors.append(f"publisher completed {pres.get('completed')} of {n}"
+                          + (f" ({pres['error']})" if pres.get("error") else ""))
+        if received != n:
+            errors.append(f"subscriber received {received} of {n}"
+                          + (f" ({sres['error']})" if sres.get("error") else ""))
+        out["ok"] = not errors
+        if errors:
+            out["error"] = "; ".join(errors)
+        return out
+
+    def _feeder(self, sc: Scenario, topic: str, children: List[Child]) -> Child:
+        feeder = Child(self.spec("raw", "publish", self.broker.port, topic, 0,  # type: ignore
+                                 ping=True), self.tmpdir)
+        children.append(feeder)
+        return feeder
+
+    def _broker_receive(self, sc: Scenario, key: str, children: List[Child]) -> Dict[str, Any]:
+        n, port = self.n, self.broker.port  # type: ignore[union-attr]
+        topic = self.topic(sc)
+        client = Child(self.spec(key, "receive", port, topic, 0), self.tmpdir)
+        children.append(client)
+        feeder = self._feeder(sc, topic, children)
+        self._remember(key, client.expect("ready", 20))
+        feeder.expect("ready", 20)
+        feeder.send("go")
+        fres = feeder.expect("result", self.timeout + 15)
+        try:
+            cres = client.expect("result", 15)
+        except RunFailed:
+            client.send("stop")
+            cres = client.expect("result", 5)
+        received = cres["received"]
+        out: Dict[str, Any] = {"feeder": fres, "client": cres, "received": received,
+                               "lost": n - received}
+        if cres.get("t_last") is not None:
+            out["rate"] = n / (cres["t_last"] - fres["t0"])
+            out["first_to_last_rate"] = n / max(1e-9, cres["t_last"] - cres["t_first"])
+        out["ok"] = received == n
+        if received != n:
+            out["error"] = f"received {received} of {n}"
+        return out
+
+    def _mosquitto_sub(self, sc: Scenario, children: List[Child]) -> Dict[str, Any]:
+        n, broker = self.n, self.broker
+        assert broker is not None
+        exe = shutil.which("mosquitto_sub")
+        if exe is None:
+            raise RunFailed("mosquitto_sub not found (apt-get install mosquitto-clients)")
+        topic = self.topic(sc)
+        feeder = self._feeder(sc, topic, children)
+        self.seq += 1
+        cid = f"bench-mosquitto_sub-{os.getpid()}-{self.seq}"
+        since = broker.log_size()
+        proc = subprocess.Popen(
+            [exe, "-h", HOST, "-p", str(broker.port), "-V", "mqttv311", "-i", cid, "-q", "0",
+             "-t", topic, "-C", str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            if not broker.wait_subscribed(cid, topic, since, 20):
+                raise RunFailed("mosquitto_sub did not subscribe within 20 s")
+            feeder.expect("ready", 20)
+            # Popen.wait(timeout) polls with sleeps of up to 50 ms; a blocking wait in a thread
+            # stamps the exit to within a scheduling delay.
+            exited: List[float] = []
+            waiter = threading.Thread(target=lambda: (proc.wait(), exited.append(perf_counter())),
+                                      daemon=True)
+            waiter.start()
+            feeder.send("go")
+            waiter.join(self.timeout)
+            if not exited:
+                raise RunFailed(f"timeout: mosquitto_sub did not get {n} messages within "
+                                f"{self.timeout:g} s (count unknown)")
+            t_end = exited[0]
+            fres = feeder.expect("result", 15)
+            if proc.returncode != 0:
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise RunFailed(f"mosquitto_sub exited with {proc.returncode}: {err[-300:]}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            if proc.stderr is not None:
+                proc.stderr.close()
+        self.child_info["mosquitto_sub"] = {"version": broker.version}
+        return {"ok": True, "feeder": fres, "received": n, "lost": 0, "t_end": t_end,
+                "rate": n / (t_end - fres["t0"])}
+
+    def _standin_publish(self, sc: Scenario, key: str, children: List[Child]) -> Dict[str, Any]:
+        from standin_peer import StandinPeer
+        n = self.n
+        with StandinPeer(mode="discard", max_lifetime=self.timeout + 60) as peer:
+            port = int(peer.port)  # type: ignore[arg-type]
+            pub = Child(self.spec(key, "publish", port, "bench/standin", 0), self.tmpdir)
+            children.append(pub)
+            self._remember(key, pub.expect("ready", 20))
+            pub.send("go")
+            # Once the client's publish loop has returned, poll the peer's count every
+            # millisecond: the end of the run is when it has all N.
+            pub.expect("queued", self.timeout + 15)
+            try:
+                st = peer.wait_for(timeout=self.timeout, interval=0.001, publishes_received=n)
+            except TimeoutError:
+                st = peer.stats()
+            t_seen = perf_counter()
+            pres = pub.expect("result", self.timeout + 15)
+        received = st["publishes_received"]
+        out: Dict[str, Any] = {"publisher": pres, "peer": st, "received": received,
+                               "lost": n - received, "t_peer_seen": t_seen}
+        out["rate"] = min(received, n) / (t_seen - pres["t0"])
+        if pres.get("t_done"):
+            out["written_rate"] = n / (pres["t_done"] - pres["t0"])
+            out["warning"] = _lag_warning("the peer", pres["t0"], t_seen, pres["t_done"])
+        out["ok"] = bool(pres.get("ok")) and received == n
+        if not out["ok"]:
+            out["error"] = (f"written {pres.get('completed')} of {n}, peer counted {received}"
+                            + (f", peer errors: {st.get('last_error')}" if st.get("errors")
+                               else ""))
+        return out
+
+    def _standin_receive(self, sc: Scenario, key: str, children: List[Child]) -> Dict[str, Any]:
+        from standin_peer import StandinPeer
+        n = self.n
+        topic = "bench/standin"
+        with StandinPeer(mode="replay", count=n, topic=topic, payload_size=PAYLOAD_SIZE, qos=0,
+                         max_lifetime=self.timeout + 60) as peer:
+            port = int(peer.port)  # type: ignore[arg-type]
+            client = Child(self.spec(key, "receive", port, topic, 0), self.tmpdir)
+            children.append(client)
+            self._remember(key, client.expect("ready", 20))
+            cres = client.expect("result", self.timeout + 15)
+            st = peer.stats()
+        received = cres["received"]
+        out: Dict[str, Any] = {"client": cres, "peer": st, "received": received,
+                               "lost": n - received}
+        if cres.get("t_last") is not None:
+            out["rate"] = n / (cres["t_last"] - cres["t_first"])
+        out["ok"] = received == n
+        if received != n:
+            out["error"] = f"received {received} of {n} (peer sent {st.get('publishes_sent')})"
+        return out
+
+
+def _lag_warning(who: str, t0: float, t_end: float, t_done: float) -> Optional[str]:
+    """A note when the client's own completion signal came well after ``who`` had it all."""
+    lag = t_done - t_end
+    if lag > max(0.05, 0.1 * (t_end - t0)):
+        return (f"the client's completion signal (written) came {lag * 1e3:.0f} ms after "
+                f"{who} had all messages ({(t_end - t0) * 1e3:.0f} ms into the run)")
+    return None
+
+
+# ---------------------------------------------------------------------- the table
+
+def summarize(scenario: Scenario, key: str, runs: List[dict], n: int) -> dict:
+    rates = [r["rate"] for r in runs if r.get("ok") and r.get("rate")]
+    losts = [r["lost"] for r in runs if r.get("lost") is not None and not r.get("timed_out")]
+    errors = [r["error"] for r in runs if r.get("error")]
+    warnings = [r["warning"] for r in runs if r.get("warning")]
+    row = {"scenario": scenario.key, "client": key, "label": LABELS[key], "runs": len(runs),
+           "ok_runs": len(rates), "rates": [r.get("rate") for r in runs],
+           "rate": statistics.median(rates) if rates else None,
+           "lost": max(losts, key=abs) if losts else None, "errors": errors,
+           "timed_out": sum(1 for r in runs if r.get("timed_out")),
+           "warnings": warnings}
+    if rates and len(rates) > 1:
+        row["spread"] = (max(rates) - min(rates)) / row["rate"]
+    return row
+
+
+def reference_rate(scenario: Scenario, rows: Dict[str, dict], key: str) -> Optional[float]:
+    if scenario.reference == "target":
+        return TARGET_RATES.get((scenario.key, key))
+    ref = rows.get(scenario.reference)
+    return ref["rate"] if ref else None
+
+
+def fmt_rate(row: dict) -> str:
+    if row["rate"] is None:
+        if any("not installed" in e for e in row["errors"]):
+            return "n/a"
+        return "TIMEOUT" if row["timed_out"] else "FAILED"
+    return f"{row['rate']:,.0f}"
+
+
+def render(results: Dict[str, Dict[str, dict]], meta: dict) -> Tuple[str, List[dict]]:
+    out = []
+    out.append(f"command: {meta['command']}")
+    out.append(f"  N = {meta['n']:,} messages of {PAYLOAD_SIZE} B per run, median of "
+               f"{meta['repeats']} run(s), MQTT 3.1.1 on {HOST}, mosquitto "
+               f"{meta['versions'].get('mosquitto', '?')}, {meta['machine']['cpus']} CPUs, "
+               f"load {meta['machine']['load_before']}")
+    out.append(f"  in-flight windows: mqttfast {meta['windows']['mqttfast']}, raw "
+               f"{meta['windows']['raw']}, paho {meta['windows']['paho']}, gmqtt none (65535 ids); "
+               f"QoS 2 capped at {meta['windows']['qos2_cap']}")
+    out.append("")
+    out.append(f"{'scenario':<20} {'client':<15} {'msg/s':>11}   {'ratio vs reference':<20} "
+               f"{'lost':>6}  {'spread':>6}  {'ok runs':>7}")
+    notes = []
+    for sc in SCENARIOS:
+        rows = results.get(sc.key)
+        if not rows:
+            continue
+        for key in sc.entries:
+            row = rows.get(key)
+            if row is None:
+                continue
+            ref = reference_rate(sc, rows, key)
+            ratio = row["rate"] / ref if row["rate"] and ref else None
+            row["ratio"] = ratio
+            if sc.reference == "target":
+                rtxt = f"{ratio:.2f}x {ref / 1e6:g}M" if ratio is not None and ref else "-"
+            elif key == sc.reference:
+                rtxt = "1.00 (reference)" if ratio is not None else "-"
+            else:
+                rtxt = f"{ratio:.2f}x" if ratio is not None else "-"
+            lost = "-" if row["lost"] is None else f"{row['lost']:,}"
+            spread = f"{row['spread'] * 100:.0f}%" if row.get("spread") is not None else ""
+            out.append(f"{sc.title:<20} {row['label']:<15} {fmt_rate(row):>11}   {rtxt:<20} "
+                       f"{lost:>6}  {spread:>6}  {row['ok_runs']:>3}/{row['runs']:<3}")
+            for err in dict.fromkeys(row["errors"]):
+                notes.append(f"  {sc.title} / {row['label']}: {err}")
+            if row["warnings"]:
+                notes.append(f"  {sc.title} / {row['label']}: {row['warnings'][0]}"
+                             + (f" (in {len(row['warnings'])} of {row['runs']} runs)"
+                                if row["runs"] > 1 else ""))
+    out.append("")
+    out.append("references: " + "; ".join(f"{sc.title}: {sc.ref_label}" for sc in SCENARIOS
+                                            if sc.key in results))
+    out.append("rates: publish = N / (first publish -> the subscriber has all N; QoS 1/2: and "
+               "every ack); receive = N / (feeder's first write -> N-th on_message); "
+               "broker-free publish = N / (first publish -> the peer counted all N); broker-free "
+               "receive = N / (first -> N-th on_message). spread = (max - min) / median.")
+    targets = []
+    out.append("")
+    out.append("targets:")
+    for desc, skey, key, kind, value in TARGETS:
+        row = results.get(skey, {}).get(key)
+        if row is None:
+            continue
+        got = row.get("ratio") if kind == "ratio" else row.get("rate")
+        if got is None:
+            verdict = "n/a"
+            shown = fmt_rate(row)
+        else:
+            verdict = "PASS" if got >= value else "FAIL"
+            shown = f"{got:.2f}x" if kind == "ratio" else f"{got:,.0f} msg/s"
+        targets.append({"target": desc, "scenario": skey, "client": key, "kind": kind,
+                        "value": value, "measured": got, "verdict": verdict})
+        out.append(f"  {verdict:<5} {desc:<50} measured {shown}")
+    if notes:
+        out.append("")
+        out.append("failures and warnings:")
+        out.extend(notes)
+    return "\n".join(out), targets
+
+
+# ---------------------------------------------------------------------- main
+
+def machine_info() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "implementation": platform.python_implementation(), "cpu": cpu,
+            "cpus": os.cpu_count(), "load_before": _load()}
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def versions() -> dict:
+    from importlib import metadata
+    out: Dict[str, Optional[str]] = {}
+    for dist, name in (("paho-mqtt", "paho"), ("gmqtt", "gmqtt")):
+        try:
+            out[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def select(only: Optional[str]) -> List[Tuple[Scenario, List[str]]]:
+    tokens = {t.strip() for t in (only or "").split(",") if t.strip()}
+    known = {sc.key for sc in SCENARIOS} | set(LABELS)
+    unknown = tokens - known
+    if unknown:
+        raise SystemExit(f"--only: unknown name(s) {sorted(unknown)}; known: {sorted(known)}")
+    chosen = []
+    for sc in SCENARIOS:
+        if not tokens or sc.key in tokens:
+            entries = list(sc.entries)
+        else:
+            entries = [e for e in sc.entries if e in tokens]
+            if not entries:
+                continue
+            if sc.reference in sc.entries and sc.reference not in entries:
+                entries.insert(0, sc.reference)
+        chosen.append((sc, entries))
+    return chosen
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="Scenarios, rates and windows: see the docstring of "
+                                        "benchmarks/bench_clients.py.",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="N = 50,000 and one run per measurement")
+    ap.add_argument("--json", metavar="PATH", help="write every run and the summary here")
+    ap.add_argument("--only", metavar="NAMES",
+                    help="comma-separated scenario and/or client names (references always run)")
+    ap.add_argument("-n", "--messages", type=int, default=None,
+                    help="messages per run (default 200,000; --quick 50,000)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="runs per measurement, median shown (default 3; --quick 1)")
+    ap.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds one run may take before it is reported as timed out")
+    ap.add_argument("--paho-window", type=int, default=20,
+                    help="paho max_inflight_messages_set (default 20, paho's own; see the docstring)")
+    ap.add_argument("--qos2-window", type=int, default=1000,
+                    help="cap on every client's QoS 2 window (default 1000; see the docstring)")
+    ap.add_argument("--mqttfast-window", type=int, default=65535,
+                    help="mqttfast max_inflight (default 65535, its own default)")
+    ap.add_argument("--raw-window", type=int, default=65535,
+                    help="raw QoS 1 ceiling: most unacknowledged frames (default 65535)")
+    args = ap.parse_args(argv)
+    if args.messages is None:
+        args.messages = 50_000 if args.quick else 200_000
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    plan = select(args.only)
+    command = "python " + " ".join([os.path.relpath(sys.argv[0], REPO)
+                                    if os.path.exists(sys.argv[0]) else sys.argv[0]]
+                                   + sys.argv[1:])
+    meta: Dict[str, Any] = {"command": command, "argv": sys.argv, "cwd": os.getcwd(),
+                            "n": args.messages, "repeats": args.repeats,
+                            "timeout": args.timeout,
+                            "windows": {"mqttfast": args.mqttfast_window, "raw": args.raw_window,
+                                        "paho": args.paho_window, "qos2_cap": args.qos2_window},
+                            "payload_size": PAYLOAD_SIZE, "machine": machine_info(),
+                            "versions": versions(),
+                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    t_start = time.monotonic()
+    results: Dict[str, Dict[str, dict]] = {}
+    raw_runs: List[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench_clients-") as tmpdir:
+        bench = Bench(args, tmpdir)
+        broker = None
+        if any(sc.kind in ("publish", "receive") for sc, _ in plan):
+            broker = Broker(tmpdir)
+            broker.start()
+            bench.broker = broker
+            meta["versions"]["mosquitto"] = broker.version
+        try:
+            for sc, entries in plan:
+                per: Dict[str, List[dict]] = {k: [] for k in entries}
+                for rep in range(args.repeats):
+                    for key in entries:
+                        r = bench.run(sc, key)
+                        r.update(scenario=sc.key, client=key, repeat=rep)
+                        per[key].append(r)
+                        raw_runs.append(r)
+                        rate = f"{r['rate']:,.0f} msg/s" if r.get("rate") else "-"
+                        status = "ok" if r.get("ok") else f"FAILED: {r.get('error')}"
+                        print(f"  [{time.monotonic() - t_start:6.1f}s] {sc.key:<16} "
+                              f"{key:<14} run {rep + 1}/{args.repeats}: {rate} ({status})",
+                              file=sys.stderr, flush=True)
+                results[sc.key] = {k: summarize(sc, k, runs, args.messages)
+                                   for k, runs in per.items()}
+        finally:
+            if broker is not None:
+                if broker.proc is not None and broker.proc.poll() is not None:
+                    meta["broker_exit"] = broker.proc.returncode
+                meta["broker_log_tail"] = broker.log_text()[-2000:]
+                broker.stop()
+    meta["machine"]["load_after"] = _load()
+    meta["versions"].update({k: v for k, v in bench.child_info.items()})
+    meta["elapsed"] = time.monotonic() - t_start
+    table, targets = render(results, meta)
+    print(table)
+    print(f"\n(total {meta['elapsed']:.0f} s)")
+    if args.json:
+        doc = {"meta": meta, "summary": [row for sc in results.values() for row in sc.values()],
+               "targets": targets, "runs": raw_runs}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

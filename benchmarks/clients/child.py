@@ -1,0 +1,145 @@
+"""One contender in its own interpreter: ``python -m clients.child SPEC_JSON``.
+
+The spec (a JSON object) names a ``role`` (``publish``, ``receive`` or, for the raw tools only,
+``subscriber``), a ``client`` (``raw``, ``mqttfast``, ``paho``, ``gmqtt``) and the run's
+parameters (``host``, ``port``, ``topic``, ``n``, ``qos``, ``payload_size``, ``variant``,
+``client_id``, ``window``, ``timeout``...).
+
+Protocol with the parent, one JSON object a line on stdout::
+
+    {"event": "ready", ...}     connected (and subscribed, for receivers): the parent may start
+    {"event": "result", ...}    the measurement: times are ``time.perf_counter()`` values, which
+                                on Linux read CLOCK_MONOTONIC and so compare across processes
+    {"event": "error", "error": "..."}
+
+and on stdin: ``go`` (start publishing), ``stop`` (give up: report what you have); end of input
+counts as ``stop``. Nothing is printed per message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, List
+
+perf_counter = time.perf_counter
+
+
+class Stopped(Exception):
+    """The parent said ``stop`` (or went away) before ``go``."""
+
+
+class Control:
+    """The child's end of the conversation with the parent."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._go = threading.Event()
+        self._on_stop: List[Callable[[], Any]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, name="bench-control", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in sys.stdin:
+            word = line.strip()
+            if word == "go":
+                self._go.set()
+            elif word == "stop":
+                break
+        self._stopped()
+
+    def _stopped(self) -> None:
+        with self._lock:
+            self.stop.set()
+            self._go.set()
+            callbacks = list(self._on_stop)
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:  # the loop it would wake may be gone already
+                pass
+
+    def on_stop(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` (from the control thread) when the parent says stop."""
+        with self._lock:
+            self._on_stop.append(fn)
+            stopped = self.stop.is_set()
+        if stopped:
+            fn()
+
+    def wait_go(self, timeout: float = 60.0) -> None:
+        if not self._go.wait(timeout):
+            raise TimeoutError(f"no 'go' from the parent within {timeout} s")
+        if self.stop.is_set():
+            raise Stopped()
+
+    @staticmethod
+    def emit(event: str, **fields: Any) -> None:
+        fields["event"] = event
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+    def ready(self, **fields: Any) -> None:
+        self.emit("ready", pid=os.getpid(), **fields)
+
+    def result(self, **fields: Any) -> None:
+        self.emit("result", **fields)
+
+
+def payload_of(size: int) -> bytes:
+    """The benchmark payload: ``size`` printable bytes (the same for every client)."""
+    return bytes(33 + i % 94 for i in range(size))
+
+
+def run(spec: Dict[str, Any]) -> int:
+    ctl = Control()
+    client = spec["client"]
+    role = spec["role"]
+    try:
+        if client == "raw":
+            from . import wire as module
+        elif client == "mqttfast":
+            from . import run_mqttfast as module  # type: ignore[no-redef]
+        elif client == "paho":
+            from . import run_paho as module  # type: ignore[no-redef]
+        elif client == "gmqtt":
+            from . import run_gmqtt as module  # type: ignore[no-redef]
+        else:
+            raise ValueError(f"unknown client {client!r}")
+        fn = getattr(module, role, None)
+        if fn is None:
+            raise ValueError(f"client {client!r} has no role {role!r}")
+    except ImportError as e:
+        ctl.emit("error", error=f"not installed: {e}")
+        return 2
+    except Exception as e:
+        ctl.emit("error", error=f"{type(e).__name__}: {e}")
+        return 2
+    try:
+        fn(spec, ctl)
+    except Stopped:
+        ctl.emit("error", error="stopped by the parent before it started")
+        return 1
+    except BaseException as e:
+        tb = traceback.format_exc(limit=6)
+        sys.stderr.write(tb)
+        ctl.emit("error", error=f"{type(e).__name__}: {e}", traceback=tb)
+        return 1
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        sys.stderr.write(__doc__ or "")
+        return 2
+    code = run(json.loads(sys.argv[1]))
+    sys.stdout.flush()
+    # Do not linger in library shutdown code (non-daemon threads, atexit hooks): the result is out.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""mqttfast under test: ``Client.publish()`` in a loop or ``publish_many``, and ``on_message``.
+
+Completion: QoS 0, the last handle's ``wait()`` (its bytes, and so all before them, were handed
+to the socket); QoS 1/2, every handle acknowledged (PUBACK / PUBCOMP). The handles come back in
+order, so the clock stops when the last one completes and the rest are checked afterwards (any
+that were not complete then are waited for, and the clock read again).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, List
+
+import mqttfast
+from mqttfast import codec
+
+from .child import Control, payload_of
+
+perf_counter = time.perf_counter
+
+
+def _info() -> Dict[str, Any]:
+    return {"version": mqttfast.__version__, "codec": codec.IMPLEMENTATION}
+
+
+def _finish_all(handles: List[Any], deadline: float) -> int:
+    """Wait for the stragglers (if any); return how many completed."""
+    for h in handles:
+        if not h.is_published:
+            h.wait(max(0.0, deadline - time.monotonic()))
+    return sum(1 for h in handles if h.is_published)
+
+
+def publish(spec: Dict[str, Any], ctl: Control) -> None:
+    n, qos, topic = spec["n"], spec["qos"], spec["topic"]
+    timeout = spec["timeout"]
+    many = spec.get("variant") == "many"
+    payload = payload_of(spec["payload_size"])
+    c = mqttfast.Client(client_id=spec["client_id"], protocol=4,
+                        max_inflight=int(spec.get("window") or 65535))
+    c.connect(spec["host"], spec["port"])
+    payloads = [payload] * n if many else None
+    ctl.ready(**_info())
+    ctl.wait_go()
+    deadline = time.monotonic() + timeout
+    t0 = perf_counter()
+    if many:
+        batch = c.publish_many(topic, payloads, qos=qos)  # type: ignore[arg-type]
+        t_queued = perf_counter()
+        ctl.emit("queued", t_queued=t_queued)
+        handles = batch.handles
+        ok = handles[-1].wait(timeout)
+    else:
+        pub = c.publish
+        if qos == 0:
+            for _ in range(n):
+                h = pub(topic, payload, 0)
+            handles = [h]
+        else:
+            handles = [pub(topic, payload, qos) for _ in range(n)]
+        t_queued = perf_counter()
+        ctl.emit("queued", t_queued=t_queued)
+        ok = handles[-1].wait(timeout)
+    t_done = perf_counter()
+    if qos == 0:
+        completed = n if ok else 0
+    else:
+        stragglers = sum(1 for h in handles if not h.is_published)
+        if stragglers:
+            completed = _finish_all(handles, deadline)
+            t_done = perf_counter()
+        else:
+            completed = n
+    c.disconnect()
+    ctl.result(t0=t0, t_done=t_done, t_queued=t_queued, sent=n, completed=completed,
+               ok=completed == n, timed_out=completed != n, **_info())
+
+
+def receive(spec: Dict[str, Any], ctl: Control) -> None:
+    n = spec["n"]
+    done = threading.Event()
+    state: List[Any] = [0, None, None]  # count, t_first, t_last
+
+    def on_message(msg: Any) -> None:
+        k = state[0] + 1
+        state[0] = k
+        if k == 1:
+            state[1] = perf_counter()
+        if k == n:
+            state[2] = perf_counter()
+            done.set()
+
+    c = mqttfast.Client(client_id=spec["client_id"], protocol=4)
+    c.on_message = on_message
+    c.connect(spec["host"], spec["port"])
+    c.subscribe(spec["topic"], spec["qos"]).wait(10)
+    ctl.on_stop(done.set)
+    ctl.ready(**_info())
+    timed_out = not done.wait(spec["timeout"])
+    count, t_first, t_last = state
+    c.disconnect()
+    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count == n,
+               timed_out=timed_out, **_info())

@@ -1,0 +1,272 @@
+"""Hand-encoded MQTT 3.1.1 frames and the raw-socket roles (no MQTT library at all).
+
+* ``publish`` with ``qos=0``: the **raw QoS 0 ceiling** (and, with ``ping``, the feeder of the
+  receive benchmark): one pre-encoded block of identical PUBLISH frames (about ``BLOCK_BYTES``)
+  written with ``sendall`` again and again, then the remainder.
+* ``publish`` with ``qos=1``: the **raw QoS 1 ceiling**: the 65,535 frames with packet ids
+  1..65535 pre-encoded once as a ring, written in chunks of ``CHUNK_FRAMES`` with at most
+  ``window`` (<= 65,535) unacknowledged, so no id is reused before its PUBACK; a reader thread
+  counts PUBACKs (4-byte frames, counted and checked by strided slicing, at C speed).
+* ``subscriber``: the **confirming subscriber** of every publish run: subscribes at QoS 0 and
+  counts the PUBLISH frames it receives. They are all the same length (one topic, one payload
+  size, QoS 0 so no packet id), so it counts bytes, checking each frame's first two bytes by
+  strided slicing. It never falls behind the broker.
+
+None of this is a client: no keep-alive (``keepalive=0``), no retries, nothing decoded that is
+not needed. It is what "as fast as the socket and the broker allow, from Python" means.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from typing import Any, Dict
+
+from .child import Control, payload_of
+
+perf_counter = time.perf_counter
+
+BLOCK_BYTES = 1 << 20  # one QoS 0 sendall
+CHUNK_FRAMES = 4096  # QoS 1 frames per sendall (about 330 KB at 64-byte payloads)
+RECV_BYTES = 1 << 20
+PINGREQ = b"\xc0\x00"
+DISCONNECT = b"\xe0\x00"
+PUBLISH_QOS0 = 0x30
+PUBACK = 0x40
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def connect_frame(client_id: str, keepalive: int = 0, clean: bool = True) -> bytes:
+    body = _str("MQTT") + bytes((4, 0x02 if clean else 0)) + struct.pack("!H", keepalive)
+    body += _str(client_id)
+    return b"\x10" + varint(len(body)) + body
+
+
+def publish_frame(topic: str, payload: bytes, qos: int = 0, packet_id: int = 0) -> bytes:
+    body = _str(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return bytes((0x30 | qos << 1,)) + varint(len(body)) + body
+
+
+def subscribe_frame(packet_id: int, topic: str, qos: int = 0) -> bytes:
+    body = struct.pack("!H", packet_id) + _str(topic) + bytes((qos,))
+    return b"\x82" + varint(len(body)) + body
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed by the broker")
+        data += chunk
+    return data
+
+
+def open_session(spec: Dict[str, Any]) -> socket.socket:
+    """Connect, send CONNECT (MQTT 3.1.1, clean session, no keep-alive), check the CONNACK."""
+    sock = socket.create_connection((spec["host"], spec["port"]), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(connect_frame(spec["client_id"]))
+    connack = _recv_exactly(sock, 4)
+    if connack[0] != 0x20 or connack[3] != 0:
+        raise ConnectionError(f"connection refused: CONNACK {connack.hex()}")
+    sock.settimeout(None)
+    return sock
+
+
+def publish(spec: Dict[str, Any], ctl: Control) -> None:
+    if spec["qos"] == 0:
+        _publish_qos0(spec, ctl)
+    elif spec["qos"] == 1:
+        _publish_qos1(spec, ctl)
+    else:
+        raise ValueError("the raw ceiling is QoS 0 or 1")
+
+
+def _publish_qos0(spec: Dict[str, Any], ctl: Control) -> None:
+    n = spec["n"]
+    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0)
+    per_block = max(1, BLOCK_BYTES // len(frame))
+    block = frame * min(per_block, n)
+    full, rest = divmod(n, per_block)
+    tail = block[:rest * len(frame)]
+    sock = open_session(spec)
+    ctl.ready()
+    ctl.wait_go()
+    sendall = sock.sendall
+    t0 = perf_counter()
+    for _ in range(full):
+        sendall(block)
+    if rest:
+        sendall(tail)
+    t_written = perf_counter()
+    ctl.emit("queued", t_queued=t_written)
+    t_ponged = None
+    if spec.get("ping"):  # the broker answers only after it has read everything before it
+        sendall(PINGREQ)
+        if _recv_exactly(sock, 2) != b"\xd0\x00":
+            raise ConnectionError("expected PINGRESP")
+        t_ponged = perf_counter()
+    sendall(DISCONNECT)
+    sock.close()
+    ctl.result(t0=t0, t_done=t_written, t_written=t_written, t_ponged=t_ponged, sent=n,
+               completed=n, ok=True, frame_bytes=len(frame))
+
+
+def _publish_qos1(spec: Dict[str, Any], ctl: Control) -> None:
+    n = spec["n"]
+    window = max(1, min(int(spec.get("window") or 65535), 65535))
+    payload = payload_of(spec["payload_size"])
+    topic = spec["topic"]
+    flen = len(publish_frame(topic, payload, 1, 1))
+    ring = b"".join(publish_frame(topic, payload, 1, pid) for pid in range(1, 65536))
+    ringv = memoryview(ring)
+    sock = open_session(spec)
+    state: Dict[str, Any] = {"acked": 0, "bad": None, "t_acked": None}
+    more = threading.Event()  # set by the reader whenever acknowledgements arrived
+    finished = threading.Event()
+
+    def reader() -> None:
+        buf = bytearray(RECV_BYTES)
+        mv = memoryview(buf)
+        fill = 0
+        try:
+            while state["acked"] < n:
+                got = sock.recv_into(mv[fill:])
+                if not got:
+                    state["bad"] = "connection closed by the broker"
+                    break
+                fill += got
+                whole = fill - fill % 4
+                frames = whole // 4
+                if (buf[0:whole:4].count(PUBACK) != frames
+                        or buf[1:whole:4].count(2) != frames):
+                    state["bad"] = "unexpected packet among the PUBACKs"
+                    break
+                state["acked"] += frames
+                if fill > whole:
+                    buf[:fill - whole] = buf[whole:fill]
+                fill -= whole
+                more.set()
+            state["t_acked"] = perf_counter()
+        except OSError as e:
+            state["bad"] = f"{type(e).__name__}: {e}"
+        finally:
+            finished.set()
+            more.set()
+
+    ctl.ready()
+    ctl.wait_go()
+    sendall = sock.sendall
+    threading.Thread(target=reader, name="raw-puback-reader", daemon=True).start()
+    t0 = perf_counter()
+    deadline = time.monotonic() + spec["timeout"]
+    sent = 0
+    waits = 0
+    while sent < n and not finished.is_set() and time.monotonic() < deadline:
+        room = state["acked"] + window - sent
+        if room <= 0:
+            more.clear()
+            if state["acked"] + window - sent <= 0:
+                waits += 1
+                more.wait(1.0)
+            continue
+        k = min(room, CHUNK_FRAMES, n - sent)
+        start = sent % 65535
+        end = start + k
+        if end <= 65535:
+            sendall(ringv[start * flen:end * flen])
+        else:
+            sendall(ringv[start * flen:])
+            sendall(ringv[:(end - 65535) * flen])
+        sent += k
+    t_written = perf_counter()
+    ctl.emit("queued", t_queued=t_written)
+    timed_out = not finished.wait(max(0.0, deadline - time.monotonic()))
+    t_acked = state["t_acked"]
+    acked = state["acked"]
+    try:
+        sock.sendall(DISCONNECT)
+    except OSError:
+        pass
+    sock.close()
+    ctl.result(t0=t0, t_done=t_acked, t_written=t_written, sent=sent, completed=acked,
+               ok=acked >= n and state["bad"] is None, error=state["bad"], timed_out=timed_out,
+               window=window,
+               window_waits=waits, frame_bytes=flen)
+
+
+def subscriber(spec: Dict[str, Any], ctl: Control) -> None:
+    """Count the ``n`` QoS 0 messages of one topic; report first/last arrival times."""
+    n = spec["n"]
+    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0)
+    flen = len(frame)
+    rl_byte = frame[1]
+    sock = open_session(spec)
+    sock.sendall(subscribe_frame(1, spec["topic"], 0))
+    suback = _recv_exactly(sock, 5)
+    if suback[0] != 0x90 or suback[4] == 0x80:
+        raise ConnectionError(f"subscription refused: SUBACK {suback.hex()}")
+    deadline = time.monotonic() + spec["timeout"]
+    sock.settimeout(0.05)
+    buf = bytearray(RECV_BYTES)
+    mv = memoryview(buf)
+    fill = 0
+    count = 0
+    t_first = t_last = None
+    bad = None
+    stop = ctl.stop
+    timed_out = False
+    ctl.ready()
+    while count < n:
+        try:
+            got = sock.recv_into(mv[fill:])
+        except socket.timeout:
+            if stop.is_set():
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            continue
+        if not got:
+            bad = "connection closed by the broker"
+            break
+        now = perf_counter()
+        if t_first is None:
+            t_first = now
+        fill += got
+        whole = fill - fill % flen
+        frames = whole // flen
+        if frames:
+            if (buf[0:whole:flen].count(PUBLISH_QOS0) != frames
+                    or buf[1:whole:flen].count(rl_byte) != frames):
+                bad = "unexpected packet among the PUBLISHes"
+                break
+            count += frames
+            t_last = now
+            if fill > whole:
+                buf[:fill - whole] = buf[whole:fill]
+            fill -= whole
+        if stop.is_set():
+            break
+    try:
+        sock.sendall(DISCONNECT)
+    except OSError:
+        pass
+    sock.close()
+    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count == n and bad is None,
+               error=bad, timed_out=timed_out)
