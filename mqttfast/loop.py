@@ -99,6 +99,7 @@ class Connection:
         self.attempt = 0  # reconnect attempts since the last successful CONNACK
         self.error: Optional[BaseException] = None
         self.bytes_sent = 0  # session bytes handed to the socket (QoS 0 completion marks)
+        self.takes = 0  # how many times the loop took the session's buffer (under ``lock``)
         self.lost: List[Tuple[int, int]] = []  # ranges of session bytes lost with a connection
         self.connected_at = 0.0  # when CONNACK arrived
         self.started_at = 0.0  # when the current connection attempt began
@@ -256,6 +257,7 @@ class Connection:
                 with self.lock:
                     self._wbuf = session.out
                     session.out = bytearray()
+                    self.takes += 1
                 self._woff = 0
             try:
                 with memoryview(self._wbuf) as view:
@@ -413,6 +415,7 @@ class Connection:
             sock.close()
         self.error = error
         with self.lock:
+            self.takes += 1  # the session's buffer is dropped: QoS 0 handles start afresh
             unsent = len(self.session.out) + len(self._wbuf) - self._woff
             if unsent:
                 self.lost.append((self.bytes_sent, self.bytes_sent + unsent))
