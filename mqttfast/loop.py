@@ -526,7 +526,7 @@ class Loop:
         closed), do not wait."""
         self._thread_id = threading.get_ident()
         calls = self._calls
-        while calls:
+        for _ in range(len(calls)):  # only those queued before now: a callback may queue more
             calls.popleft()()
         dirty = self._dirty
         while dirty:

@@ -146,9 +146,11 @@ def build_parser(kind: str) -> _Parser:
     if kind in ("pub", "sub"):
         m = p.add_argument_group("messages")
         m.add_argument("-t", "--topic", action="append", required=True,
-                       help="topic template (pub) or filter (sub, repeatable; $share/G/... for "
-                            "shared subscriptions): %%i client number, %%c client id, "
-                            "%%u username, %%s message number (pub), %%rand_N 1..N")
+                       help="topic template: %%i client number, %%c client id, %%u username, "
+                            "%%s message number, %%rand_N random 1..N" if kind == "pub" else
+                            "topic filter, repeatable ($share/GROUP/... for a shared "
+                            "subscription): %%i client number, %%c client id, %%u username, "
+                            "%%rand_N random 1..N")
         m.add_argument("-q", "--qos", type=int, choices=(0, 1, 2), default=0,
                        help="QoS (default 0)")
         m.add_argument("-L", "--limit", type=_number(int, 0), default=0,
@@ -177,7 +179,7 @@ def build_parser(kind: str) -> _Parser:
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="PATH", help="write the summary and per-second series")
     o.add_argument("--csv", metavar="PATH", help="write the per-second series to PATH and the "
-                   "summary to PATH.summary.csv")
+                   "summary (metric,value rows) next to it: NAME.csv -> NAME.summary.csv")
     o.add_argument("--plot", metavar="PATH.png", help="draw rates over time and the latency "
                    "distribution (needs matplotlib)")
     o.add_argument("--quiet", action="store_true", help="no live line and no notes on stderr "
@@ -244,7 +246,8 @@ def _check_ifaddrs(text: str, family: int) -> List[str]:
             raise UsageError(f"--ifaddr: {addr!r} is not an IP address") from None
         want = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         if want != family:
-            raise UsageError(f"--ifaddr {addr}: the broker address is IPv{4 if family == socket.AF_INET else 6}")
+            version = 4 if family == socket.AF_INET else 6
+            raise UsageError(f"--ifaddr {addr}: the broker's address is IPv{version}")
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((addr, 0))
@@ -436,7 +439,7 @@ def _main(argv: List[str]) -> int:
     parser = build_parser(kind)
     ns = parser.parse_args(argv[1:])
     try:
-        import hdrh  # noqa: F401
+        import hdrh  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         raise UsageError("mqttfast bench needs the hdrhistogram package: "
                          "pip install 'mqttfast[loadgen]'") from None

@@ -47,9 +47,13 @@ def describe_error(error: Optional[BaseException]) -> str:
     match = _ERRNO_NAME.search(text)
     if match and hasattr(errno, match.group(1)):
         code = getattr(errno, match.group(1))
-        text = text[:match.start()] + os.strerror(code).lower() + _HINTS.get(code, "") \
-            + text[match.end():]
+        text = text[:match.start()] + os.strerror(code).lower() + text[match.end():]
     text = re.sub(r"^no CONNACK from \S+ within", "no CONNACK within", text)
     text = re.sub(r"^TLS handshake with \S+ failed", "TLS handshake failed", text)
-    text = re.sub(r"\[Errno (\d+)\] ", "", text)
-    return text.strip()
+    text = re.sub(r"\[Errno (\d+)\] ", "", text).strip()
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]  # "Connection refused" (os.strerror) -> "connection ..."
+    for code, hint in _HINTS.items():
+        if os.strerror(code).lower() in text.lower() and hint not in text:
+            text += hint
+    return text

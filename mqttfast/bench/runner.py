@@ -39,14 +39,17 @@ from ..session import (
 )
 from .errors import describe_error
 from .stats import Latency, SeqTracker, rss_kb
-from .templates import HEADER, HEADER_SIZE, MAGIC, PayloadMaker, Template, share_group
+from .templates import HEADER_SIZE, MAGIC_INT, RECV_HEADER, PayloadMaker, Template, share_group
 
 _monotonic = time.monotonic
 _time_ns = time.time_ns
 
 TICK = 0.002  # the publish pacer's period at high rates (s)
 MAX_TICK = 0.01  # ... and at low rates
-START_BATCH = 500  # connections opened per loop pass when starts are not paced (-i 0)
+START_BATCH = 64  # connections opened per loop pass when starts are not paced (-i 0)
+# Paced starts that fell behind catch up by at most this many seconds' worth per pass: small
+# batches keep the connections already started moving (connect time is time to CONNACK).
+CATCH_UP = 0.002
 LOW_WATER = 64 * 1024  # saturating publishers are topped up while less than this is unsent
 HIGH_WATER = 1024 * 1024  # a paced publisher with more unsent than this is skipped (backed up)
 DRAIN_TIMEOUT = 10.0  # after publishing: seconds to wait for acknowledgements / unsent bytes
@@ -111,6 +114,7 @@ class Share:
     count: int = 0
     limit: Optional[int] = None  # pub: messages to send; sub: to receive (None: no limit)
     rate: Optional[float] = None  # its part of --rate
+    conn_rate: Optional[float] = None  # its part of the connection starts per second (-R, -i)
     worker: int = 0
 
 
@@ -129,19 +133,30 @@ class BenchClient(Handler):
         self.seq = seq  # %i
         self.client_id = client_id
         self.state = NEW
-        self.conn: Optional[Connection] = None
-        self.session: Optional[Session] = None
+        # Set when it starts; ``Any`` because the hot paths use them without None checks.
+        self.conn: Any = None
+        self.session: Any = None
         self.resolved = False  # connected (conn/pub) or subscribed (sub), or failed
         self.refused: Optional[str] = None
         self.publishing = True
         self.topic: Optional[str] = None  # the topic when it is the same for every message
         self.bound: Any = None  # else a BoundTemplate
         self.msg_seq = 0
+        self.fenced = False  # a PINGREQ follows its last QoS 0 PUBLISH (see _stop_publishing)
         self.streams: List[Any] = []  # sub: sequence-check stream key per subscription
         self.stream_key: Any = index
+        self.streams_dict: Optional[Dict[int, List[Any]]] = None
 
     def connection_events(self, conn: Connection, events: List[Any]) -> None:
         runner = self.runner
+        if events[0].__class__ is Publish and events[-1].__class__ is Publish:
+            # Received messages, as a rule nothing else (QoS 0: the session's own fast path).
+            for event in events:
+                if event.__class__ is not Publish:
+                    break
+            else:
+                runner.on_messages(self, events)
+                return
         received = []
         for event in events:
             cls = event.__class__
@@ -211,6 +226,8 @@ class Runner:
         self.first_start = 0.0
         self.last_start = 0.0
         self.last_connack = 0.0
+        self.last_connack_99 = 0.0  # when 99 % of the clients had their CONNACK
+        self.n99 = max(1, -(-share.count * 99 // 100))
         self.last_ready = 0.0
         self.pub_start = 0.0
         self.pub_end = 0.0
@@ -222,7 +239,7 @@ class Runner:
         self.lat_e2e = Latency()
         self.seq = SeqTracker()
         self.series: List[List[int]] = []
-        self._prev = [0] * 7
+        self._prev = [0] * 6
         self._second = 0
         self.peak_rss = 0
         # Publishing.
@@ -235,7 +252,6 @@ class Runner:
         self.pub_last_tick = 0.0
         self.target_rate = 0.0
         self.go_received = not opts.wait
-        self.ready_reported = False
         self.drain_deadline = 0.0
         self.close_deadline = 0.0
         self.limit = share.limit if opts.kind in ("pub", "sub") else None
@@ -296,16 +312,14 @@ class Runner:
     def _start_tick(self) -> None:
         if self.stop_reason:
             return
-        opts = self.opts
         count = len(self.clients)
         now = _monotonic()
-        rate = opts.conn_rate if opts.conn_rate else (
-            1000.0 / opts.interval_ms if opts.interval_ms > 0 else None)
+        rate = self.share.conn_rate
         if rate is None:
             due = self.started + START_BATCH
         else:
             due = int((now - self._start_at) * rate) + 1
-            due = min(due, self.started + max(START_BATCH, int(rate * 0.05)))
+            due = min(due, self.started + max(8, int(rate * CATCH_UP)))
         due = min(due, count)
         while self.started < due:
             self._open(self.clients[self.started], now)
@@ -345,6 +359,8 @@ class Runner:
         self.connected += 1
         self.open += 1
         self.last_connack = conn.connected_at
+        if self.connected == self.n99:
+            self.last_connack_99 = conn.connected_at
         us = int((conn.connected_at - conn.started_at) * 1e6)
         pending = self.lat_connect.pending
         pending[us] = pending.get(us, 0) + 1
@@ -516,7 +532,6 @@ class Runner:
         qos = opts.qos
         retain = opts.retain
         protocol = opts.version
-        window = opts.window
         maker = self.maker
         constant = maker.constant
         make = maker.make
@@ -534,7 +549,7 @@ class Runner:
                 continue
             session = client.session
             conn = client.conn
-            if (qos and len(session._inflight) >= window) or \
+            if (qos and len(session._inflight) >= session._window) or \
                     len(session.out) + len(conn._wbuf) - conn._woff > HIGH_WATER:
                 misses += 1
                 continue
@@ -574,7 +589,6 @@ class Runner:
         now = _monotonic()
         opts = self.opts
         qos = opts.qos
-        window = opts.window
         batch = self._batch
         added = 0
         for client in self.pubs:
@@ -586,7 +600,7 @@ class Runner:
             if unsent >= LOW_WATER:
                 continue
             if qos:
-                room = window - len(session._inflight)
+                room = session._window - len(session._inflight)  # -F, or the broker's less
                 if room <= 0:
                     continue
                 room = min(room, len(batch) or 256)
@@ -637,19 +651,32 @@ class Runner:
         if not self.stop_reason:
             self.stop_reason = "limit" if self.limit is not None and self.sent >= self.limit \
                 else "stopped"
-        self.drain_deadline = _monotonic() + DRAIN_TIMEOUT
+        now = _monotonic()
+        self.drain_deadline = now + DRAIN_TIMEOUT
+        if not self.opts.qos:
+            # QoS 0 has no acknowledgement: a PINGREQ behind the last PUBLISH of each connection
+            # is one. The broker answers it only after reading everything before it, so "the
+            # PINGRESPs are in" means the broker has taken every message (not merely the kernel's
+            # socket buffers, which on loopback hold hundreds of megabytes).
+            for client in self.pubs:
+                session = client.session
+                if client.state == OPEN and client.msg_seq and session.ping_sent_at is None:
+                    session._write(b"\xc0\x00")
+                    session.ping_sent_at = now
+                    client.fenced = True
+                    client.conn.kick()
         self._drain_tick()
 
     def _drain_tick(self) -> None:
-        """After publishing: wait for every acknowledgement (QoS 1/2) and unsent byte, bounded."""
+        """After publishing: wait for every acknowledgement (QoS 1/2) or PINGRESP (QoS 0)."""
         if self.opts.qos:
             outstanding = self.sent - self.acked - self.publish_failed
         else:
-            outstanding = sum(len(c.session.out) + len(c.conn._wbuf) - c.conn._woff
-                              for c in self.pubs if c.state == OPEN)
+            outstanding = len([c for c in self.pubs if c.fenced and c.state == OPEN
+                               and c.session.ping_sent_at is not None])
         now = _monotonic()
         if outstanding <= 0 and not self.opts.qos and self.sent:
-            self.pub_end = now  # QoS 0: published = written to the sockets
+            self.pub_end = now  # QoS 0: published = read by the broker
         if outstanding <= 0 or now >= self.drain_deadline or not self.open:
             self._shutdown()
             return
@@ -658,6 +685,8 @@ class Runner:
     # ------------------------------------------------------------------ receiving
 
     def on_messages(self, client: BenchClient, messages: List[Any]) -> None:
+        """Received PUBLISHes (the hot path of ``bench sub``): count, and with payload headers
+        measure end-to-end latency and check each publisher's sequence."""
         n = len(messages)
         if self.limit is not None:
             left = self.limit - self.received
@@ -672,23 +701,30 @@ class Runner:
             self.first_recv = now
         self.last_recv = now
         self.received += n
-        now_ns = _time_ns()
+        now_us = _time_ns() // 1000
         pending = self.lat_e2e.pending
         see = self.seq.see
-        key = client.stream_key
-        unpack = HEADER.unpack_from
+        streams = client.streams_dict
+        if streams is None:
+            streams = client.streams_dict = self.seq.streams_of(client.stream_key)
+        unpack = RECV_HEADER.unpack_from
         for msg in messages:
             payload = msg.payload
-            if payload[:4] == MAGIC and len(payload) >= HEADER_SIZE:
-                _, ts, seq, run, pub = unpack(payload)
-                us = (now_ns - ts) // 1000
-                if us < 0:
-                    self.negative_latency += 1
-                    us = 0
-                pending[us] = pending.get(us, 0) + 1
-                see((key, run, pub), seq)
-            else:
-                self.without_headers += 1
+            if len(payload) >= HEADER_SIZE:
+                magic, ts, seq, stream = unpack(payload)
+                if magic == MAGIC_INT:
+                    us = now_us - ts // 1000
+                    if us < 0:
+                        self.negative_latency += 1
+                        us = 0
+                    pending[us] = pending.get(us, 0) + 1
+                    state = streams.get(stream)
+                    if state is not None and seq == state[1] + 1:
+                        state[1] = seq
+                    else:
+                        see(streams, stream, seq)
+                    continue
+            self.without_headers += 1
 
     # ------------------------------------------------------------------ the end
 
@@ -762,7 +798,8 @@ class Runner:
         # The last, partial second is kept in the series only when something happened in it.
         totals = [self.connected, self.failed, self.sent, self.acked, self.received, self.errors]
         deltas = [totals[i] - self._prev[i] for i in range(6)]
-        if any(deltas):
+        partial = any(deltas)
+        if partial:
             self.series.append([self._second + 1, self.open] + deltas)
         rss = rss_kb()
         if rss > self.peak_rss:
@@ -791,11 +828,13 @@ class Runner:
             "out_of_order": self.seq.out_of_order,
             "without_headers": self.without_headers,
             "negative_latency": self.negative_latency,
-            "streams": len(self.seq.streams),
+            "streams": self.seq.streams,
             "target_rate": self.target_rate,
             "first_start": self.first_start,
             "last_start": self.last_start,
             "last_connack": self.last_connack,
+            "last_connack_99": self.last_connack_99,
+            "connected_99": self.n99 if self.last_connack_99 else 0,
             "last_ready": self.last_ready,
             "pub_start": self.pub_start,
             "pub_end": self.pub_end,
@@ -804,7 +843,9 @@ class Runner:
             "run_end": _monotonic(),
             "stop_reason": self.stop_reason,
             "rss_kb": self.peak_rss,
+            "rss_peak_kb": rss_kb("VmHWM"),
             "histograms": {"connect": self.lat_connect.encode(), "ack": self.lat_ack.encode(),
                            "e2e": self.lat_e2e.encode()},
             "series": self.series,
+            "series_partial_last": partial,  # the last row covers less than a second
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Dict, List, Optional
 
-from hdrh.histogram import HdrHistogram
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 HIGHEST_US = 3_600_000_000  # an hour: anything slower is clipped to it
 DIGITS = 3
@@ -93,7 +93,8 @@ def percentile_curve(hist: HdrHistogram) -> List[List[float]]:
 
 
 class SeqTracker:
-    """Per-stream sequence checks: a stream is (subscriber or share group, publisher run, publisher).
+    """Per-stream sequence checks. A stream is one publisher (its run id and publisher id, as one
+    64-bit number) as seen by one subscriber (or one shared-subscription group).
 
     Each stream keeps the lowest and highest sequence seen and the set of numbers missing between
     them: a number that fills a gap is out of order, one seen before is a duplicate, and whatever
@@ -103,18 +104,26 @@ class SeqTracker:
 
     MAX_GAP = 1_000_000
 
-    __slots__ = ("streams", "duplicated", "out_of_order", "untracked_lost")
+    __slots__ = ("by_subscriber", "duplicated", "out_of_order", "untracked_lost")
 
     def __init__(self) -> None:
-        self.streams: Dict[Any, List[Any]] = {}  # key -> [lo, hi, missing set or None]
+        # subscriber key -> {stream id: [lo, hi, missing set or None]}
+        self.by_subscriber: Dict[Any, Dict[int, List[Any]]] = {}
         self.duplicated = 0
         self.out_of_order = 0
         self.untracked_lost = 0
 
-    def see(self, key: Any, seq: int) -> None:
-        state = self.streams.get(key)
+    def streams_of(self, subscriber: Any) -> Dict[int, List[Any]]:
+        """The streams of one subscriber (the hot path indexes this dict itself)."""
+        streams = self.by_subscriber.get(subscriber)
+        if streams is None:
+            streams = self.by_subscriber[subscriber] = {}
+        return streams
+
+    def see(self, streams: Dict[int, List[Any]], stream: int, seq: int) -> None:
+        state = streams.get(stream)
         if state is None:
-            self.streams[key] = [seq, seq, None]
+            streams[stream] = [seq, seq, None]
             return
         hi = state[1]
         if seq == hi + 1:
@@ -145,11 +154,12 @@ class SeqTracker:
 
     @property
     def lost(self) -> int:
-        return self.untracked_lost + sum(len(s[2]) for s in self.streams.values() if s[2])
+        return self.untracked_lost + sum(len(s[2]) for streams in self.by_subscriber.values()
+                                         for s in streams.values() if s[2])
 
     @property
-    def publishers(self) -> int:
-        return len({key[1:] for key in self.streams})
+    def streams(self) -> int:
+        return sum(len(streams) for streams in self.by_subscriber.values())
 
 
 def encode_bytes(data: bytes) -> str:
@@ -172,17 +182,19 @@ def merge_series(series_list: List[List[List[int]]]) -> List[List[int]]:
 
 def merge_results(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Merge the result dicts of several workers (see ``Runner.result``)."""
+    merged: Dict[str, Any] = {}
     if len(results) == 1:
-        merged = dict(results[0])
+        merged.update(results[0])
         merged["histograms"] = {name: decode_histogram(data)
                                 for name, data in results[0]["histograms"].items()}
         return merged
-    merged: Dict[str, Any] = {}
     for key, value in results[0].items():
         values = [r[key] for r in results]
         if key in ("histograms", "series"):
             continue
-        if isinstance(value, bool) or value is None or isinstance(value, str):
+        if isinstance(value, bool):
+            merged[key] = any(values)
+        elif value is None or isinstance(value, str):
             merged[key] = next((v for v in values if v is not None), None)
         elif isinstance(value, dict):
             counts: Dict[str, int] = {}
@@ -195,7 +207,7 @@ def merge_results(results: List[Dict[str, Any]]) -> Dict[str, Any]:
             merged[key] = min(present) if present else 0.0
         elif key.startswith("last_") or key.endswith("_end"):
             merged[key] = max(values)
-        elif key == "rss_kb":
+        elif key in ("rss_kb", "rss_peak_kb"):
             merged[key] = max(values)
         else:
             merged[key] = sum(values)
@@ -206,12 +218,13 @@ def merge_results(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     return merged
 
 
-def rss_kb() -> int:
-    """This process's resident set size (VmRSS from /proc/self/status), 0 where unknown."""
+def rss_kb(field: str = "VmRSS") -> int:
+    """This process's resident set size (``VmRSS`` from /proc/self/status; ``VmHWM``: its peak),
+    0 where unknown."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass

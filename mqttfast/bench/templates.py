@@ -33,6 +33,10 @@ from typing import Callable, List, Optional, Tuple, Union
 MAGIC = b"MQFB"
 HEADER = struct.Struct(">4sQQII")
 HEADER_SIZE = HEADER.size  # 28
+# The same 28 bytes as the receiver reads them: magic as an int, and run id + publisher id as one
+# 64-bit stream id.
+RECV_HEADER = struct.Struct(">IQQQ")
+MAGIC_INT = int.from_bytes(MAGIC, "big")
 
 _PLACEHOLDER = re.compile(r"%(?:(rand_)(\d*)|(.?))", re.S)
 KNOWN = "%i, %c, %u, %s, %rand_N, %%"
@@ -154,10 +158,10 @@ class BoundTemplate:
     def render(self, seq: int, _randint: Callable[[int, int], int] = random.randint) -> str:
         if self.static is not None:
             return self.static
-        out = []
+        out: List[str] = []
         for kind, value in self.segments:
             if kind == _LITERAL:
-                out.append(value)
+                out.append(value)  # type: ignore[arg-type]
             elif kind == _SEQ:
                 out.append(str(seq))
             else:

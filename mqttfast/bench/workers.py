@@ -26,8 +26,11 @@ from .runner import Options, Runner, Share
 
 
 def split(opts: Options, workers: int) -> List[Share]:
-    """Each worker's clients, limit and rate."""
+    """Each worker's clients, and its part of the -L limit, --rate and connection rate (the
+    flags give totals, whatever the number of processes)."""
     count = opts.count
+    conn_rate = opts.conn_rate if opts.conn_rate else (
+        1000.0 / opts.interval_ms if opts.interval_ms > 0 else None)
     shares = []
     offset = 0
     given = 0
@@ -40,7 +43,9 @@ def split(opts: Options, workers: int) -> List[Share]:
         elif opts.kind == "sub" and opts.limit and workers == 1:
             limit = opts.limit
         rate = opts.rate * n / count if opts.rate else None
-        shares.append(Share(offset=offset, count=n, limit=limit, rate=rate, worker=w))
+        starts = conn_rate * n / count if conn_rate else None
+        shares.append(Share(offset=offset, count=n, limit=limit, rate=rate, conn_rate=starts,
+                            worker=w))
         offset += n
     return shares
 
@@ -90,7 +95,7 @@ def run_workers(opts: Options, shares: List[Share], notify: Callable[[str, Any],
                 interrupted: Callable[[], bool]) -> List[Dict[str, Any]]:
     """Run the shares in processes; ``notify("tick"|"ready", merged)`` reports progress."""
     methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    ctx: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     pipes: Dict[int, Any] = {}
     procs = []
     for share in shares:
@@ -121,7 +126,8 @@ def run_workers(opts: Options, shares: List[Share], notify: Callable[[str, Any],
     try:
         while len(results) + len(errors) < n:
             waiting = [p for w, p in pipes.items() if w not in results]
-            for pipe in multiprocessing.connection.wait(waiting, timeout=0.1):
+            ready_pipes: List[Any] = multiprocessing.connection.wait(waiting, timeout=0.1)
+            for pipe in ready_pipes:
                 w = next(k for k, v in pipes.items() if v is pipe)
                 try:
                     kind, payload = pipe.recv()
@@ -153,8 +159,8 @@ def run_workers(opts: Options, shares: List[Share], notify: Callable[[str, Any],
                 running = [w for w in pipes if w not in results]
                 if not running or not all(k in ticks[w] for w in running):
                     break
-                snaps = [ticks[w].pop(k) if w in running else last.get(w) for w in pipes]
-                snaps = [s for s in snaps if s]
+                found = [ticks[w].pop(k) if w in running else last.get(w) for w in pipes]
+                snaps: List[Dict[str, Any]] = [s for s in found if s]
                 merged = {key: sum(s[key] for s in snaps) for key in snaps[0]
                           if key not in ("worker", "second", "elapsed")}
                 merged["elapsed"] = max(s["elapsed"] for s in snaps)
