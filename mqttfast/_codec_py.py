@@ -78,7 +78,7 @@ class PubComp(_Ack):
     type = P.PUBCOMP
 
 
-_ACK_CLASSES = {P.PUBACK: PubAck, P.PUBREC: PubRec, P.PUBREL: PubRel, P.PUBCOMP: PubComp}
+_ACK_CLASSES: Dict[int, type] = {P.PUBACK: PubAck, P.PUBREC: PubRec, P.PUBREL: PubRel, P.PUBCOMP: PubComp}
 
 
 # --------------------------------------------------------------------------- remaining length

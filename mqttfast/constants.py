@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Dict, FrozenSet, Optional
+from typing import Dict, FrozenSet, Optional, Tuple
 
 MQTT_3_1 = 3  # protocol name "MQIsdp"
 MQTT_3_1_1 = 4
@@ -117,7 +117,7 @@ V311_SUBACK_CODES = frozenset({0x00, 0x01, 0x02, 0x80})
 V31_SUBACK_CODES = frozenset({0x00, 0x01, 0x02})
 
 # Names that depend on the packet: 0x00 is "success", "normal disconnection" or "granted QoS 0".
-_CONTEXT_NAMES = {
+_CONTEXT_NAMES: Dict[Tuple[int, int], str] = {
     (PacketType.DISCONNECT, 0x00): "normal disconnection",
     (PacketType.SUBACK, 0x00): "granted QoS 0",
     (PacketType.SUBACK, 0x01): "granted QoS 1",

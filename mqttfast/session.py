@@ -344,7 +344,8 @@ class Session:
             return record
         if qos == 0 and self.state == CONNECTED:
             if self._alias_out_max and (properties is None or "topic_alias" not in properties):
-                return self._publish_aliased(topic, payload, 0, 0, retain, properties, None)
+                self._publish_aliased(topic, payload, 0, 0, retain, properties, None)
+                return None
             n = append_publish(self.out, topic, payload, 0, 0, retain, False, self.protocol,
                                properties)
             if self._broker_max_packet is not None and n > self._broker_max_packet:
@@ -441,7 +442,7 @@ class Session:
             del self.out[-n:]
             raise PayloadTooLarge(f"PUBLISH of {n} bytes exceeds the broker's maximum packet "
                                   f"size of {self._broker_max_packet}")
-        if new_alias:  # only once the PUBLISH that teaches it to the broker is written
+        if new_alias and alias is not None:  # only once the PUBLISH teaching it is written
             self._aliases_out[topic] = alias
         self.queued_bytes += n
         return None
