@@ -30,11 +30,27 @@ Scenarios:
     the PINGRESPs, the Client publishes a last QoS 1 message and waits for its PUBACK. Rate = M /
     (first publish to that acknowledgement). Target ratio >= 0.9.
 ``fan-out``
-    ``mqttfast bench sub -c N`` (N subscribers to one topic, QoS 0) while ``bench pub -c 1``
-    publishes K messages with ``--payload-hdrs``: N x K deliveries, the aggregate receive rate
-    and end-to-end latency. Reference: one ``mosquitto_sub -C K2`` receiving K2 messages from the
-    same kind of publisher, and ``bench sub -c 1`` in its place (same K2). Rate = messages /
-    (publisher start to subscriber exit), the same clock for every subscriber.
+    Does ``mqttfast bench sub -c N`` (N subscribers of one topic, QoS 0, one process) keep up
+    with the broker? The reference gets the same feed from the same broker: N bare sockets in
+    one process (``scale_ref.py``: one ``selectors`` loop, a pre-encoded CONNECT + SUBSCRIBE
+    each, then only ``recv_into`` and a byte count, deliveries = bytes / the fixed frame size).
+    Each run has its own feeder process (payload headers, QoS 0, fenced by a QoS 1 publish) and
+    its own topic; deliveries/s = deliveries / (first to last delivery, as the subscriber
+    process saw them); counted vs expected (N x messages); CPU% of the broker and of the
+    subscriber process from the feed's start to the last delivery. Two feeds:
+
+    * paced: ``--fan-rate`` messages/s for ``--fan-seconds`` s (default 3/s for 5 s: 30,000
+      deliveries/s for 10,000 subscribers, which mosquitto sustains on this kind of machine):
+      everything must arrive, as fast as it is fed;
+    * burst: ``--fan-messages`` as fast as possible: the broker, at ~100% of a core, sets the
+      rate. A third run, bare sockets that sleep ``--pause-ms`` after each pass over the ready
+      sockets, shows that the broker's cost per delivery depends on how its subscribers read:
+      deliveries left to pile up in a socket cost it less than ones read at once (presumably
+      fewer wake-ups and TCP window updates), so this reference gets more from the same broker.
+
+    mqttfast keeps up when it gets >= 0.9x the bare sockets' deliveries/s with nothing missing.
+    Then one subscriber: ``mosquitto_sub -C K2`` and ``bench sub -c 1`` each receive K2
+    messages from an unpaced feeder; rate = K2 / (feed start to subscriber exit).
 
 On a 2-core machine the broker and the tools share the cores, and mosquitto (one thread) is
 the ceiling of most rows: compare ratios within a run, not figures across runs.
@@ -53,7 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -185,10 +201,13 @@ def cpu_seconds(pid: int) -> Optional[float]:
         return None
 
 
-def wait_exit(proc: subprocess.Popen, timeout: float,
-              cpu: Optional[List[float]] = None) -> Optional[float]:
+Sample = Tuple[float, float, Optional[float]]  # (time.monotonic, broker CPU s, process CPU s)
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float, broker: Broker,
+              samples: List[Sample]) -> Optional[float]:
     """Wait for ``proc``; the monotonic time it was seen gone (None on timeout, then killed).
-    ``cpu`` (a list) gets the last CPU time read of ``proc`` while it ran."""
+    Every 50 ms while it runs, ``samples`` gets the broker's and ``proc``'s CPU time."""
     deadline = time.monotonic() + timeout
     next_sample = 0.0
     while proc.poll() is None:
@@ -197,13 +216,31 @@ def wait_exit(proc: subprocess.Popen, timeout: float,
             proc.kill()
             proc.wait(5)
             return None
-        if cpu is not None and now >= next_sample:
-            value = cpu_seconds(proc.pid)
-            if value is not None:
-                cpu[:] = [value]
+        if now >= next_sample:
+            samples.append((now, broker.cpu_seconds(), cpu_seconds(proc.pid)))
             next_sample = now + 0.05
         time.sleep(0.002)
     return time.monotonic()
+
+
+def cpu_shares(samples: List[Sample], t0: float, t1: float) -> Tuple[float, Optional[float]]:
+    """The broker's and the process's CPU time from ``t0`` to ``t1`` over ``t1 - t0``, both
+    interpolated between the samples around them (the first sample is at ``t0``)."""
+
+    def at(t: float, column: int) -> Optional[float]:
+        points = [(s[0], s[column]) for s in samples if s[column] is not None]
+        if not points:
+            return None
+        before = [p for p in points if p[0] <= t] or points[:1]
+        after = [p for p in points if p[0] >= t] or points[-1:]
+        (ta, va), (tb, vb) = before[-1], after[0]
+        return va if tb <= ta else va + (vb - va) * (t - ta) / (tb - ta)
+
+    span = max(t1 - t0, 1e-9)
+    broker = ((at(t1, 1) or 0.0) - (at(t0, 1) or 0.0)) / span
+    end, start = at(t1, 2), at(t0, 2)
+    return round(broker, 3), (round((end - start) / span, 3)
+                              if end is not None and start is not None else None)
 
 
 def wait_line(proc: subprocess.Popen, text: str, timeout: float) -> bool:
@@ -329,9 +366,10 @@ def _saturate_one(port: int, n: int, size: int, topic: str) -> None:
     print(json.dumps({"sent": n, "seconds": round(span, 3), "rate": n / span, "fenced": ok}))
 
 
-def _feeder(port: int, n: int, size: int, topic: str) -> None:
+def _feeder(port: int, n: int, size: int, topic: str, rate: float) -> None:
     """Connects, says "ready", waits for a line on stdin, then publishes ``n`` QoS 0 messages with
-    payload headers (timestamp, sequence) as fast as it can, fenced by a QoS 1 publish."""
+    payload headers (timestamp, sequence), ``rate`` per second (0: as fast as it can), fenced by a
+    QoS 1 publish (acknowledged once the broker has handled every message before it)."""
     import random as _random
 
     from mqttfast import Client
@@ -342,13 +380,28 @@ def _feeder(port: int, n: int, size: int, topic: str) -> None:
     maker = PayloadMaker(size, None, True, _random.getrandbits(32))
     print("ready", flush=True)
     sys.stdin.readline()
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     for seq in range(1, n + 1):
+        if rate > 0:
+            wait = t0 + (seq - 1) / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         client.publish(topic, maker.make(1, seq, time.time_ns()))
+    last = time.monotonic()
     ok = client.publish(topic + "/fence", b"", qos=1).wait(120)
-    span = time.perf_counter() - t0
+    fenced = time.monotonic()
     client.disconnect()
-    print(json.dumps({"sent": n, "seconds": round(span, 3), "fenced": ok}), flush=True)
+    print(json.dumps({"sent": n, "rate": rate or None, "publish_seconds": round(last - t0, 3),
+                      "fence_seconds": round(fenced - t0, 3), "fenced": ok}), flush=True)
+
+
+def fan_frame(topic: str, size: int) -> int:
+    """Bytes of every PUBLISH frame a QoS 0 subscriber of ``topic`` gets from ``_feeder``."""
+    from mqttfast.bench.templates import PayloadMaker
+    from mqttfast.codec import Publish, encode
+
+    payload = PayloadMaker(size, None, True, 0).make(1, 1, 0)
+    return len(encode(Publish(topic, payload), 4))
 
 
 # ---------------------------------------------------------------------------------- scenarios
@@ -391,21 +444,34 @@ def scenario_publish(broker: Broker, tmp: str, publishers: int, n: int,
     return out
 
 
-def _feed(broker: Broker, topic: str, n: int, size: int) -> List[str]:
-    return [sys.executable, __file__, "_feeder", str(broker.port), str(n), str(size), topic]
+def _feed(broker: Broker, topic: str, n: int, size: int, rate: float = 0) -> List[str]:
+    return [sys.executable, __file__, "_feeder", str(broker.port), str(n), str(size), topic,
+            f"{rate:g}"]
+
+
+def _last_json(text: str) -> Optional[Dict[str, Any]]:
+    lines = text.strip().splitlines()
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
 
 
 def _timed_receive(broker: Broker, sub_cmd: List[str], ready: Optional[str],
-                   feed_cmd: List[str], messages: int) -> Dict[str, Any]:
-    """Start the subscriber(s), then the feeder; once both are ready, time from the feeder's "go"
-    until the subscriber process has exited (it stops by itself after ``messages``)."""
-    sub = subprocess.Popen(sub_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   feed_cmd: List[str], expected: int, timeout: float = TIMEOUT,
+                   stdout_path: Optional[str] = None) -> Dict[str, Any]:
+    """Start the subscriber(s), then the feeder; once both are ready, say "go" to the feeder and
+    wait until the subscriber process has exited (it stops by itself after ``expected``
+    messages, or at its own time limit). ``seconds`` and the CPU shares are over go -> exit;
+    the subscriber's stdout goes to ``stdout_path``."""
+    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    sub = subprocess.Popen(sub_cmd, stdout=out, stderr=subprocess.PIPE,
                            stdin=subprocess.DEVNULL, cwd=REPO)
     feed = subprocess.Popen(feed_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         if ready is not None:
-            if not wait_line(sub, ready, 120):
+            if not wait_line(sub, ready, 60):
                 return {"error": "the subscribers never became ready"}
         else:
             time.sleep(0.5)  # mosquitto_sub subscribes within milliseconds
@@ -414,21 +480,26 @@ def _timed_receive(broker: Broker, sub_cmd: List[str], ready: Optional[str],
         if feed.stdout.readline().strip() != "ready":
             return {"error": f"the feeder failed: {feed.stderr.read()[-300:]}"}  # type: ignore
         t0 = time.monotonic()
-        cpu0 = broker.cpu_seconds()
-        sub0 = cpu_seconds(sub.pid)
+        samples: List[Sample] = [(t0, broker.cpu_seconds(), cpu_seconds(sub.pid))]
         feed.stdin.write("go\n")
         feed.stdin.flush()
-        sub_cpu: List[float] = []
-        gone = wait_exit(sub, TIMEOUT, sub_cpu)
+        gone = wait_exit(sub, timeout, broker, samples)
         if gone is None:
-            return {"error": "the subscriber did not receive everything in time"}
-        busy = (broker.cpu_seconds() - cpu0) / (gone - t0)
-        result = {"messages": messages, "seconds": round(gone - t0, 3),
-                  "rate": messages / (gone - t0), "broker_cpu": round(busy, 3)}
-        if sub0 is not None and sub_cpu:  # sampled every 50 ms: a slight underestimate
-            result["subscriber_cpu"] = round((sub_cpu[0] - sub0) / (gone - t0), 3)
+            return {"error": f"the subscriber was still running after {timeout:.0f} s"}
+        samples.append((gone, broker.cpu_seconds(), None))
+        result: Dict[str, Any] = {"expected": expected, "go": t0, "seconds": round(gone - t0, 3),
+                                  "exit_code": sub.returncode, "cpu_samples": samples}
+        # until the exit; the fan-out runs narrow this down to the deliveries
+        result["broker_cpu"], result["subscriber_cpu"] = cpu_shares(samples, t0, gone)
+        try:
+            fed, _ = feed.communicate(timeout=30)
+            result["feed"] = _last_json(fed)
+        except subprocess.TimeoutExpired:
+            result["feed"] = {"error": "the feeder did not finish"}
         return result
     finally:
+        if stdout_path:
+            out.close()  # type: ignore[union-attr]
         for proc in (sub, feed):
             if proc.poll() is None:
                 try:
@@ -438,35 +509,115 @@ def _timed_receive(broker: Broker, sub_cmd: List[str], ready: Optional[str],
                     proc.wait(5)
 
 
-def scenario_fanout(broker: Broker, addrs: Addresses, tmp: str, n: int, rate: float,
-                    per_sub: int, single: int, size: int) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    path = os.path.join(tmp, "fan.json")
-    cmd = bench_cmd("sub", "-p", broker.port, "-V", 4, "-c", n, "-R", rate, "--ifaddr",
-                    ",".join(addrs.take(n)), "-t", "scale/fan", "-q", 0, "-L", n * per_sub,
-                    "--duration", 170, "--json", path)
-    feed = _feed(broker, "scale/fan", per_sub, size)
-    out["bench"] = _timed_receive(broker, cmd, "clients subscribed", feed, n * per_sub)
-    out["bench_cmd"] = " ".join(cmd) + "   # fed by: " + " ".join(feed)
-    if os.path.exists(path):
+def _fan_run(broker: Broker, addrs: Addresses, tmp: str, kind: str, topic: str, n: int,
+             conn_rate: float, messages: int, feed_rate: float, size: int, limit_s: float,
+             pause_ms: float = 0) -> Dict[str, Any]:
+    """One fan-out run: ``n`` subscribers of one kind ("bench": ``mqttfast bench sub``, "raw":
+    the bare-socket subscriber of scale_ref.py, sleeping ``pause_ms`` between its passes) get
+    ``messages`` from one feeder. ``rate``: deliveries / (first to last delivery, as the
+    subscriber process saw them); ``counted`` vs ``expected`` (n x messages); ``missing``: lost,
+    or not there within ``limit_s`` seconds."""
+    expected = n * messages
+    feed = _feed(broker, topic, messages, size, feed_rate)
+    src = ",".join(addrs.take(n))
+    if kind == "raw":
+        cmd = [sys.executable, os.path.join(HERE, "scale_ref.py"), "-p", str(broker.port),
+               "-c", str(n), "-R", f"{conn_rate:g}", "--ifaddr", src, "-t", topic,
+               "--frame", str(fan_frame(topic, size)), "-L", str(expected), "--idle", "3",
+               "--timeout", f"{limit_s:g}", "--pause-ms", f"{pause_ms:g}"]
+        path = os.path.join(tmp, "raw.out")
+        res = _timed_receive(broker, cmd, "clients subscribed", feed, expected, limit_s + 30,
+                             stdout_path=path)
         with open(path) as handle:
-            out["bench_summary"] = json.load(handle)["summary"]
-    time.sleep(1.5)
+            mine = _last_json(handle.read()) or {}
+        res["subscriber"] = mine
+        res["counted"] = mine.get("deliveries")
+        res["rate"] = mine.get("receive_rate")
+        if mine.get("last_recv") and "go" in res:
+            res["deliveries_seconds"] = round(mine["last_recv"] - res["go"], 3)
+    else:
+        path = os.path.join(tmp, f"fan-{topic.replace('/', '-')}.json")
+        cmd = bench_cmd("sub", "-p", broker.port, "-V", 4, "-c", n, "-R", f"{conn_rate:g}",
+                        "--ifaddr", src, "-t", topic, "-q", 0, "-L", expected,
+                        "--duration", f"{limit_s:g}", "--json", path)
+        res = _timed_receive(broker, cmd, "clients subscribed", feed, expected, limit_s + 30)
+        summary: Dict[str, Any] = {}
+        if os.path.exists(path):
+            with open(path) as handle:
+                summary = json.load(handle)["summary"]
+        res["subscriber"] = summary
+        res["counted"] = summary.get("received")
+        res["rate"] = summary.get("receive_rate")
+        if summary.get("receive_seconds"):  # the first delivery comes within a ms of "go"
+            res["deliveries_seconds"] = summary["receive_seconds"]
+    samples = res.pop("cpu_samples", None)
+    if samples and res.get("deliveries_seconds"):  # CPU while the deliveries arrived
+        res["broker_cpu"], res["subscriber_cpu"] = cpu_shares(
+            samples, res["go"], res["go"] + res["deliveries_seconds"])
+        res["cpu_window"] = "deliveries"
+    res.setdefault("expected", expected)
+    if res["counted"] is not None:
+        res["missing"] = expected - res["counted"]
+    res["cmd"] = " ".join(cmd) + "   # fed by: " + " ".join(feed)
+    time.sleep(1.5)  # let the broker close the connections
+    return res
+
+
+def scenario_fanout(broker: Broker, addrs: Addresses, tmp: str, args: argparse.Namespace
+                    ) -> Dict[str, Any]:
+    n = args.clients
+    out: Dict[str, Any] = {}
+    runs = 0
+
+    def run(kind: str, messages: int, feed_rate: float, limit: float,
+            pause_ms: float = 0) -> Dict[str, Any]:
+        nonlocal runs
+        runs += 1  # a topic per run, all of the same length: the same bytes for the broker
+        return _fan_run(broker, addrs, tmp, kind, f"scale/fan/{runs:02d}", n, args.conn_rate,
+                        messages, feed_rate, args.size, limit, pause_ms)
+
+    if args.fan_rate > 0 and args.fan_seconds > 0:
+        messages = max(1, round(args.fan_rate * args.fan_seconds))
+        paced = out["paced"] = {"messages": messages, "feed_rate": args.fan_rate}
+        for kind in ("raw", "bench"):  # receiving for at most 10 s more than the feed lasts
+            paced[kind] = run(kind, messages, args.fan_rate, args.fan_seconds + 10)
+    if args.fan_messages > 0:
+        burst = out["burst"] = {"messages": args.fan_messages, "feed_rate": None}
+        burst["raw"] = run("raw", args.fan_messages, 0, 60)
+        took = burst["raw"].get("deliveries_seconds")
+        limit = min(90.0, max(20.0, 2 * took + 10)) if took else 60.0
+        burst["bench"] = run("bench", args.fan_messages, 0, limit)
+        if args.pause_ms > 0:
+            burst["raw_paused"] = run("raw", args.fan_messages, 0, limit, args.pause_ms)
+    single = args.single_messages
     mosq = shutil.which("mosquitto_sub")
     if mosq:
         cmd = [mosq, "-h", "127.0.0.1", "-p", str(broker.port), "-V", "mqttv311", "-q", "0",
-               "-t", "scale/one-mosq", "-C", str(single)]
-        feed = _feed(broker, "scale/one-mosq", single, size)
-        out["mosquitto_sub"] = _timed_receive(broker, cmd, None, feed, single)
-        out["mosquitto_sub_cmd"] = " ".join(cmd) + "   # fed by: " + " ".join(feed)
+               "-t", "scale/one-mosq", "-C", str(single), "-W", "60"]
+        feed = _feed(broker, "scale/one-mosq", single, args.size)
+        res = _timed_receive(broker, cmd, None, feed, single, 90)
+        res.pop("cpu_samples", None)
+        if "seconds" in res:  # -C: exit 0 once it has them all
+            res["counted"] = single if res["exit_code"] == 0 else None
+            res["rate"] = single / res["seconds"] if res["exit_code"] == 0 else None
+        res["cmd"] = " ".join(cmd) + "   # fed by: " + " ".join(feed)
+        out["mosquitto_sub"] = res
     else:
         out["mosquitto_sub"] = {"error": "mosquitto_sub not installed (mosquitto-clients)"}
     path = os.path.join(tmp, "one.json")
     cmd = bench_cmd("sub", "-p", broker.port, "-V", 4, "-c", 1, "-t", "scale/one-bench", "-q", 0,
-                    "-L", single, "--duration", 170, "--json", path)
-    feed = _feed(broker, "scale/one-bench", single, size)
-    out["bench_one"] = _timed_receive(broker, cmd, "clients subscribed", feed, single)
-    out["bench_one_cmd"] = " ".join(cmd) + "   # fed by: " + " ".join(feed)
+                    "-L", single, "--duration", 60, "--json", path)
+    feed = _feed(broker, "scale/one-bench", single, args.size)
+    res = _timed_receive(broker, cmd, "clients subscribed", feed, single, 90)
+    res.pop("cpu_samples", None)
+    if os.path.exists(path):
+        with open(path) as handle:
+            res["subscriber"] = json.load(handle)["summary"]
+        res["counted"] = res["subscriber"].get("received")
+        if res["counted"] == single and "seconds" in res:
+            res["rate"] = single / res["seconds"]  # the clock mosquitto_sub gets
+    res["cmd"] = " ".join(cmd) + "   # fed by: " + " ".join(feed)
+    out["bench_one"] = res
     return out
 
 
@@ -486,6 +637,61 @@ def _ratio(a: Optional[float], b: Optional[float]) -> str:
 
 def _r(value: Optional[float], unit: str = "/s") -> str:
     return f"{value:,.0f}{unit}" if value else "n/a"
+
+
+def _n(value: Optional[int]) -> str:
+    return f"{value:,}" if value is not None else "n/a"
+
+
+def _cpus(run: Dict[str, Any]) -> str:
+    broker, mine = run.get("broker_cpu"), run.get("subscriber_cpu")
+    if broker is None:
+        return "n/a"
+    return f"{broker * 100:.0f}%, {mine * 100:.0f}%" if mine is not None else f"{broker * 100:.0f}%"
+
+
+def _per_delivery(run: Dict[str, Any]) -> str:
+    """The broker's CPU time per delivery, over the deliveries' window."""
+    busy, span, count = run.get("broker_cpu"), run.get("deliveries_seconds"), run.get("counted")
+    return f"{busy * span / count * 1e6:.1f} us" if busy and span and count else "n/a"
+
+
+def _fan_rows(name: str, run: Dict[str, Any]) -> List[Tuple[str, str, str, str, str]]:
+    """mqttfast bench sub vs the bare-socket subscribers, same feed: keeps up when it gets
+    >= 0.9x their deliveries/s with nothing missing."""
+    bench, raw = run.get("bench", {}), run.get("raw", {})
+    rate, ref = bench.get("rate"), raw.get("rate")
+    ok = rate and ref and rate / ref >= 0.9 and bench.get("missing") == 0
+    error = bench.get("error") or raw.get("error")
+    rows = [(name, _r(rate) + " deliveries", f"{_r(ref)} bare sockets", _ratio(rate, ref),
+             (f"error: {error}" if error else
+              f">= 0.9x, none missing: {'ok, keeps up with the broker' if ok else 'MISSED'}"))]
+    fed = [_get(r, "feed") or {} for r in (bench, raw)]
+    rows.append(("  messages fed",
+                 *(f"{_n(f.get('sent'))} in {f['publish_seconds']:.3f} s" if f.get("sent")
+                   else "n/a" for f in fed), "", ""))
+    gaps = _get(bench, "subscriber", "lost")
+    rows.append(("  deliveries counted / expected",
+                 f"{_n(bench.get('counted'))} / {_n(bench.get('expected'))}",
+                 f"{_n(raw.get('counted'))} / {_n(raw.get('expected'))}", "",
+                 f"missing {_n(bench.get('missing'))} / {_n(raw.get('missing'))}"
+                 + (f"; sequence gaps (bench) {gaps:,}" if gaps is not None else "")))
+    rows.append(("  CPU: broker, subscriber process", _cpus(bench), _cpus(raw), "",
+                 f"broker CPU per delivery {_per_delivery(bench)} / {_per_delivery(raw)}"))
+    e2e = _get(bench, "subscriber", "e2e_latency_us")
+    if e2e:
+        rows.append(("  end-to-end latency p50 / p99",
+                     f"{e2e['p50'] / 1000:.1f} / {e2e['p99'] / 1000:.1f} ms", "", "", ""))
+    paused = run.get("raw_paused")
+    if paused:
+        ms = _get(paused, "subscriber", "pause_ms")
+        ref = paused.get("rate")
+        rows.append((f"  vs bare sockets pausing {ms:g} ms" if ms else "  vs bare sockets pausing",
+                     _r(rate), f"{_r(ref)} bare, paused", _ratio(rate, ref),
+                     paused.get("error") or
+                     f"counted {_n(paused.get('counted'))} / {_n(paused.get('expected'))}; "
+                     f"CPU {_cpus(paused)}; broker per delivery {_per_delivery(paused)}"))
+    return rows
 
 
 def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
@@ -521,26 +727,24 @@ def table(results: Dict[str, Any], args: argparse.Namespace) -> str:
         rows.append(("  (same engine, 1 publisher)", _r(one), f"{_r(ref)} one Client",
                      _ratio(one, ref), ""))
     fan = results.get("fan-out", {})
+    if fan.get("paced"):
+        run = fan["paced"]
+        rows += _fan_rows(f"fan-out to {args.clients:,}: {run['messages']} msgs at "
+                          f"{run['feed_rate']:g}/s", run)
+    if fan.get("burst"):
+        run = fan["burst"]
+        rows += _fan_rows(f"fan-out to {args.clients:,}: burst of {run['messages']} msgs", run)
     if fan:
-        rate = _get(fan, "bench", "rate")
-        ref = _get(fan, "mosquitto_sub", "rate")
-        one = _get(fan, "bench_one", "rate")
-        e2e = _get(fan, "bench_summary", "e2e_latency_us")
-        cpu = _get(fan, "bench", "broker_cpu")
-        mine = _get(fan, "bench", "subscriber_cpu")
-        rows.append((f"fan-out to {args.clients:,} subscribers", _r(rate) + " deliveries",
+        one, mosq = fan.get("bench_one", {}), fan.get("mosquitto_sub", {})
+        rate, ref = one.get("rate"), mosq.get("rate")
+        rows.append((f"1 subscriber: burst of {args.single_messages:,} msgs", _r(rate),
                      f"{_r(ref)} mosquitto_sub", _ratio(rate, ref),
-                     (f"CPU: broker {cpu * 100:.0f}%, bench {(mine or 0) * 100:.0f}%; "
-                      if cpu is not None else "")
-                     + (f"e2e p50 {e2e['p50'] / 1000:.0f} ms, p99 {e2e['p99'] / 1000:.0f} ms"
-                        if e2e else (_get(fan, "bench", "error") or ""))))
-        cpu1 = _get(fan, "bench_one", "broker_cpu")
-        cpu2 = _get(fan, "mosquitto_sub", "broker_cpu")
-        rows.append(("  1 subscriber (same feed)", _r(one), f"{_r(ref)} mosquitto_sub",
-                     _ratio(one, ref), f"broker CPU {cpu1 * 100:.0f}% / {cpu2 * 100:.0f}%"
-                     if cpu1 is not None and cpu2 is not None else ""))
-    lines_note = ("CPU: share of one core during the timed window (2 cores on this machine)")
-    rows.append(("", "", "", "", lines_note))
+                     one.get("error") or mosq.get("error") or
+                     f"counted {_n(one.get('counted'))} / {_n(mosq.get('counted'))}"))
+        rows.append(("  CPU: broker, subscriber process", _cpus(one), _cpus(mosq), "", ""))
+    rows.append(("", "", "", "", f"CPU: share of one core ({os.cpu_count()} cores here) over the "
+                 "rate's window: feed start to"))
+    rows.append(("", "", "", "", "last delivery (fan-out), to the subscriber's exit (1 subscriber)"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     lines = []
     for k, row in enumerate(rows):
@@ -556,8 +760,8 @@ def main() -> int:
         _raw_connect(int(port), int(n), float(rate), sources.split(","), float(hold))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "_feeder":
-        port, n, size, topic = sys.argv[2:6]
-        _feeder(int(port), int(n), int(size), topic)
+        port, n, size, topic, rate = sys.argv[2:7]
+        _feeder(int(port), int(n), int(size), topic, float(rate))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "_saturate_one":
         port, n, size, topic = sys.argv[2:6]
@@ -568,7 +772,16 @@ def main() -> int:
     ap.add_argument("--conn-rate", type=float, default=10_000, help="target connections/s")
     ap.add_argument("--publishers", type=int, default=100)
     ap.add_argument("--messages", type=int, default=2_000_000, help="QoS 0 publish scenario")
-    ap.add_argument("--fan-messages", type=int, default=50, help="messages each subscriber gets")
+    ap.add_argument("--fan-rate", type=float, default=3.0,
+                    help="fan-out, paced feed: messages per second (each goes to every "
+                         "subscriber; 0: no paced run)")
+    ap.add_argument("--fan-seconds", type=float, default=5.0,
+                    help="fan-out, paced feed: seconds of feed")
+    ap.add_argument("--fan-messages", type=int, default=50,
+                    help="fan-out, burst feed: messages, as fast as possible (0: no burst run)")
+    ap.add_argument("--pause-ms", type=float, default=1.0,
+                    help="fan-out, burst feed: also bare sockets that sleep MS ms between their "
+                         "passes (0: not)")
     ap.add_argument("--single-messages", type=int, default=500_000,
                     help="messages for the one-subscriber references")
     ap.add_argument("--size", type=int, default=64, help="payload bytes")
@@ -605,11 +818,10 @@ def main() -> int:
                 results["qos0-publish"] = scenario_publish(broker, tmp, args.publishers,
                                                            args.messages, args.size)
             if "fan-out" in only:
-                print(f"fan-out: {args.clients:,} subscribers x {args.fan_messages} ...",
+                print(f"fan-out: {args.clients:,} subscribers, {args.fan_rate:g} msgs/s for "
+                      f"{args.fan_seconds:g} s, then a burst of {args.fan_messages} ...",
                       flush=True)
-                results["fan-out"] = scenario_fanout(broker, addrs, tmp, args.clients,
-                                                     args.conn_rate, args.fan_messages,
-                                                     args.single_messages, args.size)
+                results["fan-out"] = scenario_fanout(broker, addrs, tmp, args)
         finally:
             broker.stop()
     print()
