@@ -526,3 +526,27 @@ def test_qos2_mqtt311_beyond_mosquitto_inflight_limit(broker):
         assert set(inbox.payloads) <= set(payloads)
     finally:
         shutdown(pub, sub)
+
+
+def test_qos0_handles_are_never_done_before_their_bytes_are_written(broker):
+    """QoS 0 publishes queued for the same write share a handle; each handle's mark only grows,
+    so ``done`` never turns true before the connection has written that far, and every handle
+    ends written."""
+    name = topic("q0handles")
+    pub = None
+    try:
+        pub = connected_client(broker.port, protocol=4)
+        conn = pub._conn
+        handles = []
+        for i in range(20_000):
+            h = pub.publish(name, b"%d" % i)
+            # What this message needs written, read right after the call (under the GIL the
+            # loop thread may already have written it: then bytes_sent covers it).
+            if h.done:
+                assert conn.bytes_sent >= h._mark
+            handles.append(h)
+        assert handles[-1].wait(10)
+        assert all(h.done and h.ok and h.wait(0) for h in handles)
+        assert all(conn.bytes_sent >= h._mark for h in handles)
+    finally:
+        shutdown(pub)
