@@ -343,14 +343,19 @@ class Client(Handler):
         if conn is None:
             raise NotConnected("publish before connect(): connect first")
         session = self.session
-        if qos == 0 and session.plain_qos0:
-            # The hot path: straight into the session's buffer (``with lock`` costs 3x more
-            # than acquire/release here).
+        if qos == 0 and session.state == CONNECTED:
             lock = conn.lock
-            lock.acquire()
+            lock.acquire()  # ``with lock`` costs 3x more than acquire/release on this path
             try:
-                session.queued_bytes += append_publish(session.out, topic, payload, 0, 0, retain,
-                                                       False, session.protocol, properties)
+                if session.plain_qos0:  # the hot path: straight into the session's buffer
+                    session.queued_bytes += append_publish(session.out, topic, payload, 0, 0,
+                                                           retain, False, session.protocol,
+                                                           properties)
+                else:  # aliases, a broker size limit, or just disconnected: the session decides
+                    queued = session.publish(topic, payload, 0, retain, properties, 0.0,
+                                             self._handle_cls)
+                    if queued is not None:  # kept for the next connection (persistent session)
+                        return queued
                 handle = self._written
                 if handle is not None and handle._takes == conn.takes and handle._conn is conn:
                     handle._mark = session.queued_bytes  # same write: share the handle
@@ -363,14 +368,6 @@ class Client(Handler):
             if len(session.out) > self.max_buffer:
                 self._drain()
             return handle
-        if qos == 0 and session.state == CONNECTED:
-            with conn.lock:
-                session.publish(topic, payload, 0, retain, properties)
-                mark = session.queued_bytes
-            conn.kick()
-            if len(session.out) > self.max_buffer:
-                self._drain()
-            return WrittenHandle(self, conn, mark)
         lock = conn.lock
         while True:
             lock.acquire()

@@ -311,8 +311,7 @@ class Session:
         for _ in range(65535):
             pid = pid + 1 if pid < 65535 else 1
             if pid not in inflight and pid not in control:
-                self._last_id = pid
-                return pid
+                return pid  # the caller takes it (``_last_id``) once its packet is encoded
         raise QueueFull("all 65535 packet ids are in use")
 
     def publish(self, topic: str, payload: Union[bytes, bytearray, memoryview, str], qos: int = 0,
@@ -321,26 +320,14 @@ class Session:
         """Queue a PUBLISH. QoS 0 returns None once its bytes are in ``out``; QoS 1/2 return the
         ``Outgoing`` record (an instance of ``cls``) that completes on the acknowledgement."""
         if qos and self.plain_qos0 and not self._pending and len(self._inflight) < self._window:
-            # The QoS 1/2 fast path: the codec validates while encoding, before the id is taken.
-            pid = self._last_id + 1
-            if pid > 65535 or pid in self._inflight or pid in self._control:
-                pid = self._next_packet_id()
+            # The QoS 1/2 fast path: no separate validation, the codec checks while encoding.
             if self._broker_max_qos < qos <= 2:
                 raise ValueError(f"the broker accepts at most QoS {self._broker_max_qos}")
-            self.queued_bytes += append_publish(self.out, topic, payload, qos, pid, retain, False,
-                                                self.protocol, properties)
-            self._last_id = pid
-            if payload.__class__ is not bytes:
-                payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
             record = cls(topic, payload, qos, retain, properties)
-            record.packet_id = pid
-            record.state = WAIT_PUBACK if qos == 1 else WAIT_PUBREC
-            self._inflight[pid] = record
-            if self.ack_timeout is not None:
-                record.deadline = now + self.ack_timeout
-                self._timeouts.append(record)
-            if self._durable:
-                self.store.saved(record)
+            self._start_inflight(record, now)
+            if payload.__class__ is not bytes:  # keep an owned copy for re-sending
+                record.payload = (payload.encode("utf-8") if isinstance(payload, str)
+                                  else bytes(payload))
             return record
         if qos == 0 and self.state == CONNECTED:
             if self._alias_out_max and (properties is None or "topic_alias" not in properties):
@@ -393,14 +380,16 @@ class Session:
         return record
 
     def _start_inflight(self, record: Outgoing, now: float) -> None:
-        pid = self._next_packet_id()
-        record.packet_id = pid
+        """Give ``record`` a packet id and send it; it is kept in flight only once encoded, so a
+        publish the codec refuses leaves nothing behind."""
+        record.packet_id = pid = self._next_packet_id()
+        self._send_publish(record, False)
+        self._last_id = pid
         record.state = WAIT_PUBACK if record.qos == 1 else WAIT_PUBREC
         self._inflight[pid] = record
         if self.ack_timeout is not None:
             record.deadline = now + self.ack_timeout
             self._timeouts.append(record)
-        self._send_publish(record, False)
         if self._durable:
             self.store.saved(record)
 
@@ -475,6 +464,7 @@ class Session:
                 subs.append(Subscription(*item))
         pid = self._next_packet_id()
         self._write(encode(Subscribe(pid, subs, properties), self.protocol))
+        self._last_id = pid
         self._control[pid] = (PacketType.SUBACK, [s.topic for s in subs])
         return pid
 
@@ -486,6 +476,7 @@ class Session:
             topics = [topics]
         pid = self._next_packet_id()
         self._write(encode(Unsubscribe(pid, list(topics), properties), self.protocol))
+        self._last_id = pid
         self._control[pid] = (PacketType.UNSUBACK, list(topics))
         return pid
 
