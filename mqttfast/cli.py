@@ -256,7 +256,8 @@ def parse(tool: str, argv: Sequence[str]) -> Dict[str, Any]:
         if flag is None:
             if token.startswith("-") and token != "-":
                 raise UsageError(f"unknown option {name!r}")
-            raise UsageError(f"unexpected argument {token!r} (options take the form -x VALUE)")
+            raise UsageError(f"unexpected argument {_mask_password(token)!r} "
+                             "(options take the form -x VALUE)")
         if flag.dest == "help":
             raise HelpRequested
         if flag.dest == "properties":
@@ -380,16 +381,33 @@ def _random_id(tool: str) -> str:
     return prefix + "".join(random.choice(alphabet) for _ in range(23 - len(prefix)))
 
 
+def _mask_password(text: str) -> str:
+    """``text`` with the password of a ``scheme://user:password@host...`` URL in it replaced by
+    ``***``, for messages that quote a command-line argument. The user-info is what precedes the
+    last ``@`` of the authority (which ends at the first ``/``, ``?`` or ``#``, as RFC 3986 has it:
+    those characters in a password must be percent-encoded)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return text
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{rest[end:]}"
+
+
 def _apply_url(opts: Dict[str, Any]) -> bool:
     """Fill host, port, user, password and topic from -L where no flag gave them; True for
     mqtts://."""
+    shown = _mask_password(opts["url"])
     try:
         url = urlsplit(opts["url"])
         port = url.port
     except ValueError as exc:
-        raise UsageError(f"invalid URL {opts['url']!r}: {exc}") from None
+        raise UsageError(f"invalid URL {shown!r}: {exc}") from None
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise UsageError(f"invalid URL {opts['url']!r}: expected "
+        raise UsageError(f"invalid URL {shown!r}: expected "
                          "mqtt(s)://[user[:password]@]host[:port]/topic")
     opts["host"] = opts["host"] or url.hostname
     opts["port"] = opts["port"] or port

@@ -373,3 +373,20 @@ def test_format_compiler():
 ])
 def test_topic_matches(topic_filter, topic, matches):
     assert cli.topic_matches(topic_filter, topic) is matches
+
+
+@pytest.mark.parametrize("args", [
+    ["pub", "-m", "x", "-L", "http://alice:s3cret@127.0.0.1/t"],            # wrong scheme
+    ["pub", "-m", "x", "-L", "mqtt://alice:s3cret@127.0.0.1:notaport/t"],   # bad port
+    ["sub", "--url=mqtt://alice:s3cret@127.0.0.1:99999/t"],                 # port out of range
+    ["sub", "-L", "mqtts://alice:s3cret@/t"],                               # no host
+    ["pub", "-m", "x", "mqtt://alice:s3cret@127.0.0.1/t"],                  # -L forgotten
+])
+def test_usage_errors_never_echo_a_url_password(args, capsys):
+    """A usage error quotes the URL it could not use, but with its password masked: the message
+    ends up in terminals, CI logs and bug reports."""
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "s3cret" not in captured.err
+    assert "alice:***@" in captured.err  # still says which URL, and that it had a password
