@@ -5,13 +5,15 @@ Publisher and subscriber are both mqttfast clients; every wait has a timeout.
 """
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
 import pytest
 
 import mqttfast
-from client_support import Inbox, chunks, connected_client, shutdown, topic, uid
+from client_support import QUIET_LOG, Inbox, chunks, connected_client, shutdown, topic, uid
 
 PROTOCOLS = [3, 4, 5]
 
@@ -528,25 +530,39 @@ def test_qos2_mqtt311_beyond_mosquitto_inflight_limit(broker):
         shutdown(pub, sub)
 
 
-def test_qos0_handles_are_never_done_before_their_bytes_are_written(broker):
-    """QoS 0 publishes queued for the same write share a handle; each handle's mark only grows,
-    so ``done`` never turns true before the connection has written that far, and every handle
-    ends written."""
-    name = topic("q0handles")
+def test_qos0_handles_wait_for_a_frozen_broker_to_take_their_bytes(broker_factory):
+    """A QoS 0 handle is done only once its bytes are in the socket. With the broker frozen
+    (SIGSTOP, its socket open), publishing fills the kernel's socket buffers (a few MB on
+    loopback), after which the newest handle stays not done while the first ones are done;
+    once the broker thaws, the newest handle is done too, and every handle is ok."""
+    instance = broker_factory(log_types=QUIET_LOG)
+    name = topic("q0frozen")
+    payload = b"x" * 1024
+    per_round = 1024  # 1 MiB of payload per round
+    limit = 64 * 1024 * 1024  # far more than loopback's socket buffers hold
     pub = None
+    handles = []
     try:
-        pub = connected_client(broker.port, protocol=4)
-        conn = pub._conn
-        handles = []
-        for i in range(20_000):
-            h = pub.publish(name, b"%d" % i)
-            # What this message needs written, read right after the call (under the GIL the
-            # loop thread may already have written it: then bytes_sent covers it).
-            if h.done:
-                assert conn.bytes_sent >= h._mark
-            handles.append(h)
+        pub = connected_client(instance.port, max_buffer=256 * 1024 * 1024, block_when_full=False)
+        pid = instance.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            while True:
+                for _ in range(per_round):
+                    handles.append(pub.publish(name, payload))
+                if not handles[-1].wait(0.5):
+                    break  # the kernel took no more: the rest waits in the client
+                queued = len(handles) * len(payload)
+                assert queued < limit and time.monotonic() - started < 10, (
+                    f"all {len(handles)} QoS 0 handles ({queued >> 20} MiB) done while the "
+                    f"broker is frozen")
+            assert all(h.done and h.ok for h in handles[:10])  # written before the buffers filled
+            assert not handles[-1].wait(0.2)
+            assert not handles[-1].done
+        finally:
+            os.kill(pid, signal.SIGCONT)
         assert handles[-1].wait(10)
-        assert all(h.done and h.ok and h.wait(0) for h in handles)
-        assert all(conn.bytes_sent >= h._mark for h in handles)
+        assert all(h.done and h.ok for h in handles)
     finally:
         shutdown(pub)

@@ -1,5 +1,7 @@
-"""Scale against a real mosquitto: 1,000 connections on one Loop in one thread, a million QoS 1
-publishes with no loss in linear time, and publishing from several threads at once.
+"""Scale against a real mosquitto: 1,000 connections on one Loop in one thread, 200k QoS 1 in order
+through a QoS 1 subscriber, and publishing from several threads at once.
+
+The million-publish linear-time check is a benchmark, not a test: benchmarks/bench_linear_qos1.py.
 
 These brokers log only connections (not every packet) so that mosquitto is not the bottleneck.
 """
@@ -108,44 +110,7 @@ def test_thousand_connections_on_one_loop(many_files, broker_factory):
     assert not loop.connections
 
 
-# ----------------------------------------------------------------------------- a million QoS 1
-
-
-def _run_batch(pub, name: str, counter: Counter, n: int, tag: bytes) -> float:
-    """Publish ``n`` QoS 1 messages, wait for every acknowledgement and for the subscriber to
-    have them all; returns the seconds per message."""
-    counter.expect(n)
-    started = time.perf_counter()
-    handle = pub.publish_many(name, (b"%s%07d" % (tag, i) for i in range(n)), qos=1)
-    assert handle.wait(120), f"{sum(h.is_published for h in handle.handles)} of {n} acknowledged"
-    assert all(h.is_published for h in handle.handles)
-    assert counter.done.wait(60), f"subscriber got {counter.count} of {n}"
-    elapsed = time.perf_counter() - started
-    time.sleep(0.2)  # a duplicate or stray message would show now
-    assert counter.count == n
-    assert counter.first == b"%s%07d" % (tag, 0)
-    assert counter.last == b"%s%07d" % (tag, n - 1)
-    return elapsed / n
-
-
-def test_million_qos1_publishes_linear(quiet_broker):
-    """1,000,000 QoS 1 publishes, all acknowledged and all received (a QoS 0 subscriber counts
-    them), and the per-message time of the million run is within 3x the 100k run's."""
-    name = topic("million")
-    counter = Counter()
-    sub = pub = None
-    try:
-        sub = connected_client(quiet_broker.port, inbox=None, max_buffer=64 << 20)
-        sub.on_message = counter
-        assert sub.subscribe(name, qos=0).wait(5) == [0]
-        pub = connected_client(quiet_broker.port, max_inflight=65535)
-        small = _run_batch(pub, name, counter, 100_000, b"s")
-        large = _run_batch(pub, name, counter, 1_000_000, b"L")
-        assert pub.session.inflight_count == 0 and pub.session.queued_count == 0
-        assert large < 3 * small, (
-            f"not linear: {large * 1e6:.1f} us/msg for 1M vs {small * 1e6:.1f} us/msg for 100k")
-    finally:
-        shutdown(pub, sub)
+# ----------------------------------------------------------------------------- QoS 1 in order
 
 
 def test_qos1_subscriber_receives_all_in_order(quiet_broker):
