@@ -16,10 +16,11 @@ from .errors import (
 )
 from .loop import Backoff, Loop
 from .store import MemoryStore
+from .wire import topic_matches
 
 __all__ = [
     "Backoff", "BatchHandle", "Client", "ConnectRefused", "ConnectionLost", "InvalidTopic",
     "Loop", "MQTTError", "MalformedPacket", "MemoryStore", "Message", "NotConnected",
     "PacketTooLarge", "PayloadTooLarge", "ProtocolError", "PublishHandle", "QueueFull",
-    "RequestHandle", "Subscription", "Will", "__version__", "tls_context",
+    "RequestHandle", "Subscription", "Will", "__version__", "tls_context", "topic_matches",
 ]

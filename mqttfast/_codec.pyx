@@ -6,11 +6,13 @@ Python object per byte; the cold packets (CONNECT, SUBSCRIBE, ...) and MQTT 5 pr
 handed to the shared pure-Python modules, since they are rare. Error messages match the pure twin.
 """
 cimport cython
+from cpython.bool cimport PyBool_Check
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
-from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check, PyLong_CheckExact
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.string cimport memcmp, memcpy
 
@@ -52,6 +54,8 @@ cdef enum:
     MAX_REMAINING = 268435455
     ANY_FLAGS = -1
     RESERVED = -2
+    NOT_INT = -3  # _c_strict_int: the argument is not an int at all
+    NO_LIMIT = 0x7FFFFFFF  # a max_size above any packet MQTT allows
 
 # Fixed-header flags each packet type must carry; PUBLISH's are its own; 0 is reserved, and 15
 # (AUTH) is reserved before MQTT 5 (checked separately).
@@ -59,6 +63,8 @@ cdef signed char REQUIRED[16]
 REQUIRED[:] = [RESERVED, 0, 0, ANY_FLAGS, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0]
 
 cdef bytes EMPTY_PROPS = b"\x00"
+cdef bytes EMPTY = b""
+cdef object _ZERO = 0
 cdef frozenset PUBACK_CODES = V5_REASON_CODES[PUBACK]
 cdef frozenset PUBREL_CODES = V5_REASON_CODES[PUBREL]
 cdef dict _ACK_NAMES = {PUBACK: "PUBACK", PUBREC: "PUBREC", PUBREL: "PUBREL", PUBCOMP: "PUBCOMP"}
@@ -166,6 +172,13 @@ cdef class PubComp(_Ack):
     type = _P.PUBCOMP
 
 
+# A cdef class cannot inherit from the Python Packet, so it registers as a virtual subclass:
+# isinstance(pkt, Packet) holds in both twins; `pkt.__class__ is Publish` stays a pointer test.
+for _cls in (Publish, PubAck, PubRec, PubRel, PubComp):
+    Packet.register(_cls)
+del _cls
+
+
 # --------------------------------------------------------------------------- remaining length
 
 def encode_remaining_length(value):
@@ -257,15 +270,54 @@ cdef inline int _c_int(object value) except? -2:
     return <int>v
 
 
+cdef inline int _c_strict_int(object value) except? -2:
+    """Like _c_int, but NOT_INT for anything that is not an int, a bool included."""
+    if not PyLong_CheckExact(value) and (PyBool_Check(value) or not PyLong_Check(value)):
+        return NOT_INT
+    return _c_int(value)
+
+
+cdef int _bad_qos(object qos) except -1:
+    if PyBool_Check(qos) or not PyLong_Check(qos):
+        raise TypeError(f"qos must be an int 0, 1 or 2, not {type(qos).__name__}")
+    raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+
+
+cdef int _not_bool(str name, object value) except -1:
+    # bool only: retain=1 or retain="no" is a caller's mistake, not a truth value to guess at.
+    raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+
+
+cdef Py_ssize_t _c_max_size(object value) except -1:
+    """A caller's max_size (0: no limit) as a C size; NO_LIMIT for any huge int."""
+    cdef int overflow = 0
+    cdef long v
+    if value is _ZERO:  # the default (small ints are singletons): one pointer test per publish
+        return 0
+    if PyBool_Check(value) or not PyLong_Check(value):
+        raise TypeError(f"max_size must be an int (0: no limit), not {type(value).__name__}")
+    v = PyLong_AsLongAndOverflow(value, &overflow)
+    if overflow < 0 or (not overflow and v < 0):
+        raise ValueError(f"max_size must be >= 0 (0: no limit), got {value}")
+    if overflow or v > NO_LIMIT:
+        return NO_LIMIT
+    return v
+
+
+cdef object _too_large(Py_ssize_t size, Py_ssize_t max_size):
+    return PayloadTooLarge(f"PUBLISH of {size} bytes exceeds the maximum packet size of "
+                           f"{max_size} bytes")
+
+
 cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_arg,
-                       object packet_id_arg, bint retain, bint dup, object properties,
+                       object packet_id_arg, object retain, object dup, object properties,
                        bytes props) except -1:
     """Validate a PUBLISH from the caller (same checks, same order as the pure twin)."""
     global _last_topic
     cdef Py_ssize_t tlen, i, remaining
     cdef const char* t
     cdef unsigned char c
-    cdef int qos = _c_int(qos_arg), packet_id = _c_int(packet_id_arg)
+    cdef int qos = _c_strict_int(qos_arg), packet_id = _c_strict_int(packet_id_arg)
     if not PyUnicode_Check(topic):
         raise TypeError(f"topic must be str, not {type(topic).__name__}")
     try:
@@ -273,13 +325,19 @@ cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_ar
     except UnicodeEncodeError:
         raise InvalidTopic(
             "topic contains a lone surrogate and cannot be encoded as UTF-8") from None
+    if retain is not True and retain is not False:
+        _not_bool("retain", retain)
+    if dup is not True and dup is not False:
+        _not_bool("dup", dup)
     if qos < 0 or qos > 2:
-        raise ValueError(f"qos must be 0, 1 or 2, got {qos_arg!r}")
+        _bad_qos(qos_arg)
     if qos:
+        if packet_id == NOT_INT:
+            raise TypeError(f"packet_id must be an int, not {type(packet_id_arg).__name__}")
         if packet_id < 1 or packet_id > 0xFFFF:
             raise ValueError(
                 f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id_arg!r}")
-    elif dup:
+    elif dup is True:
         raise ValueError("dup must be False for QoS 0")
     if topic is not _last_topic:
         for i in range(tlen):
@@ -304,7 +362,7 @@ cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_ar
     plan.remaining = remaining
     plan.total = 1 + _varint_size(remaining) + remaining
     plan.packet_id = packet_id
-    plan.first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    plan.first = 0x30 | (qos << 1) | (0x08 if dup is True else 0) | (0x01 if retain is True else 0)
     return 0
 
 
@@ -342,7 +400,7 @@ cdef inline void _write_publish(unsigned char* d, PubPlan* plan, bytes payload,
     memcpy(d + n, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
 
 
-def encode_publish(topic, payload, qos=0, packet_id=0, bint retain=False, bint dup=False,
+def encode_publish(topic, payload, qos=0, packet_id=0, retain=False, dup=False,
                    protocol=4, properties=None):
     """Encode one PUBLISH packet, validating everything the caller gave."""
     cdef PubPlan plan
@@ -355,46 +413,145 @@ def encode_publish(topic, payload, qos=0, packet_id=0, bint retain=False, bint d
 
 
 def append_publish(bytearray buf not None, topic, payload, qos=0, packet_id=0,
-                   bint retain=False, bint dup=False, protocol=4, properties=None):
+                   retain=False, dup=False, protocol=4, properties=None):
     """Append one encoded PUBLISH to ``buf`` (for one ``send`` of many packets); returns its size."""
+    return _append_publish(buf, topic, payload, qos, packet_id, retain, dup, protocol, properties,
+                           0)
+
+
+cdef Py_ssize_t _append_publish(bytearray buf, object topic, object payload, object qos,
+                                object packet_id, object retain, object dup, object protocol,
+                                object properties, Py_ssize_t max_size) except -1:
     cdef PubPlan plan
     cdef bytes data = _as_payload(payload)
     cdef bytes props = _props_for(_c_int(protocol), protocol, properties)
     cdef Py_ssize_t old
     _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, properties, props)
+    if max_size and plan.total > max_size:
+        raise _too_large(plan.total, max_size)
     old = PyByteArray_GET_SIZE(buf)
     PyByteArray_Resize(buf, old + plan.total)
     _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
     return plan.total
 
 
-def append_publish_many(bytearray buf not None, topic, payloads, bint retain=False,
+def append_publish_many(bytearray buf not None, topic, payloads, retain=False,
                         protocol=4, properties=None):
     """Append a QoS 0 PUBLISH to ``topic`` for each payload: the bulk sender's path (the topic is
-    validated once). Returns the number of bytes appended."""
+    validated once). Returns the number of bytes appended; on any error, appends nothing."""
+    return _append_publish_many(buf, topic, payloads, retain, protocol, properties, 0)
+
+
+cdef Py_ssize_t _append_publish_many(bytearray buf, object topic, object payloads,
+                                     object retain, object protocol, object properties,
+                                     Py_ssize_t max_size) except -1:
     cdef PubPlan plan
     cdef bytes props = _props_for(_c_int(protocol), protocol, properties)
     cdef bytes data
-    cdef Py_ssize_t old, total = 0, remaining
-    cdef Py_ssize_t fixed = 2
-    first = True
-    for payload in payloads:
-        data = _as_payload(payload)
-        if first:
-            _plan_publish(&plan, topic, data, 0, 0, retain, False, properties, props)
-            fixed = plan.remaining - PyBytes_GET_SIZE(data)
-            first = False
-        remaining = fixed + PyBytes_GET_SIZE(data)
-        if remaining > MAX_REMAINING:
-            raise PayloadTooLarge(f"PUBLISH of {remaining} bytes exceeds MQTT's limit of "
-                                  f"{MAX_REMAINING_LENGTH} bytes")
-        plan.remaining = remaining
-        plan.total = 1 + _varint_size(remaining) + remaining
-        old = PyByteArray_GET_SIZE(buf)
-        PyByteArray_Resize(buf, old + plan.total)
-        _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
-        total += plan.total
-    return total
+    cdef Py_ssize_t start = PyByteArray_GET_SIZE(buf), old, remaining, fixed
+    # Everything but the payloads is validated once, even for an empty batch.
+    _plan_publish(&plan, topic, EMPTY, 0, 0, retain, False, properties, props)
+    fixed = plan.remaining
+    try:
+        for payload in payloads:
+            data = _as_payload(payload)
+            remaining = fixed + PyBytes_GET_SIZE(data)
+            if remaining > MAX_REMAINING:
+                raise PayloadTooLarge(f"PUBLISH of {remaining} bytes exceeds MQTT's limit of "
+                                      f"{MAX_REMAINING_LENGTH} bytes")
+            plan.remaining = remaining
+            plan.total = 1 + _varint_size(remaining) + remaining
+            if max_size and plan.total > max_size:
+                raise _too_large(plan.total, max_size)
+            old = PyByteArray_GET_SIZE(buf)
+            PyByteArray_Resize(buf, old + plan.total)
+            _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
+    except BaseException:
+        PyByteArray_Resize(buf, start)  # all or nothing: a half-appended batch cannot be counted
+        raise
+    return PyByteArray_GET_SIZE(buf) - start
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class WriteBuffer:
+    """The outgoing byte stream of one session: the bytes not yet taken, and a running position.
+
+    ``position`` counts every byte ever written (across connections: QoS 0 completion marks are
+    positions in this stream); ``taken`` counts those handed out by ``take`` or dropped by
+    ``discard``, so ``position - taken == len(self)``. The append methods return the new position.
+    """
+
+    cdef bytearray _buf
+    cdef long long _taken
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._taken = 0
+
+    def __len__(self):
+        return PyByteArray_GET_SIZE(self._buf)
+
+    def __bool__(self):
+        return PyByteArray_GET_SIZE(self._buf) > 0
+
+    def __repr__(self):
+        return (f"<WriteBuffer held={PyByteArray_GET_SIZE(self._buf)} position={self.position} "
+                f"taken={self._taken}>")
+
+    @property
+    def position(self):
+        """Bytes ever written: the stream position of the end of what is held."""
+        return self._taken + PyByteArray_GET_SIZE(self._buf)
+
+    @property
+    def taken(self):
+        """Bytes ever taken or discarded: the stream position of the start of what is held."""
+        return self._taken
+
+    def write(self, data):
+        """Append raw bytes (an already encoded packet); returns the new position."""
+        self._buf += data
+        return self._taken + PyByteArray_GET_SIZE(self._buf)
+
+    def append_publish(self, topic, payload, qos=0, packet_id=0, retain=False, dup=False,
+                       protocol=4, properties=None, max_size=0):
+        """Append one PUBLISH (as the module's ``append_publish``); with ``max_size`` > 0, a
+        packet longer than that raises ``PayloadTooLarge`` and nothing is appended."""
+        _append_publish(self._buf, topic, payload, qos, packet_id, retain, dup, protocol,
+                        properties, _c_max_size(max_size))
+        return self._taken + PyByteArray_GET_SIZE(self._buf)
+
+    def append_publish_many(self, topic, payloads, retain=False, protocol=4, properties=None,
+                            max_size=0):
+        """Append a QoS 0 PUBLISH for each payload (all or nothing); returns the new position."""
+        _append_publish_many(self._buf, topic, payloads, retain, protocol, properties,
+                             _c_max_size(max_size))
+        return self._taken + PyByteArray_GET_SIZE(self._buf)
+
+    def append_ack(self, packet_type, packet_id, reason_code=0, protocol=4):
+        """Append a PUBACK, PUBREC, PUBREL or PUBCOMP; returns the new position."""
+        self._buf += _encode_ack(packet_type, packet_id, reason_code, protocol, None)
+        return self._taken + PyByteArray_GET_SIZE(self._buf)
+
+    def take(self):
+        """Everything held, handed over (no copy): the buffer starts afresh and ``taken`` moves on."""
+        cdef bytearray out = self._buf
+        self._buf = bytearray()
+        self._taken += PyByteArray_GET_SIZE(out)
+        return out
+
+    def discard(self):
+        """Drop everything held (the connection is gone); returns how many bytes were dropped."""
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self._buf)
+        self._buf = bytearray()
+        self._taken += n
+        return n
+
+    def peek(self):
+        """A copy of what is held (for tests and debugging)."""
+        return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self._buf),
+                                         PyByteArray_GET_SIZE(self._buf))
 
 
 def encode_ack(packet_type, packet_id, reason_code=0, protocol=4, properties=None):
@@ -444,8 +601,10 @@ def encode(packet, int protocol=4):
     """Encode any packet object (for a CONNECT, its own ``protocol`` field is used)."""
     kind = packet.type
     if kind == PUBLISH:
+        # truth values: a Publish object's flags (a pure one may hold 1) are not caller input
         return encode_publish(packet.topic, packet.payload, packet.qos, packet.packet_id,
-                              packet.retain, packet.dup, protocol, packet.properties)
+                              True if packet.retain else False, True if packet.dup else False,
+                              protocol, packet.properties)
     if PUBACK <= kind <= PUBCOMP:
         return encode_ack(kind, packet.packet_id, packet.reason_code, protocol,
                           packet.properties)
@@ -648,20 +807,30 @@ cdef class StreamDecoder:
     parsed in place; only a packet split across two chunks is copied.
     """
 
-    cdef public int protocol
+    cdef int _protocol
     cdef object _max_packet_size
     cdef Py_ssize_t _limit
     cdef bytearray _buf
     cdef _TopicCache _cache
 
-    def __init__(self, int protocol=4, max_packet_size=None):
-        if protocol != 3 and protocol != 4 and protocol != MQTT5:
-            raise ValueError(
-                f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
+    def __init__(self, protocol=4, max_packet_size=None):
         self.protocol = protocol
         self.max_packet_size = max_packet_size
         self._buf = bytearray()
         self._cache = _TopicCache()
+
+    # Properties, so that a value set later is checked like one given to the constructor.
+    @property
+    def protocol(self):
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, value):
+        cdef int protocol = _c_int(value)
+        if protocol != 3 and protocol != 4 and protocol != MQTT5:
+            raise ValueError(
+                f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {value!r}")
+        self._protocol = protocol
 
     @property
     def max_packet_size(self):
@@ -669,10 +838,14 @@ cdef class StreamDecoder:
 
     @max_packet_size.setter
     def max_packet_size(self, value):
-        if value is not None and value < 2:
-            raise ValueError(f"max_packet_size must be at least 2 bytes, got {value}")
+        if value is not None:
+            if PyBool_Check(value) or not PyLong_Check(value):
+                raise TypeError(
+                    f"max_packet_size must be an int or None, not {type(value).__name__}")
+            if value < 2:
+                raise ValueError(f"max_packet_size must be at least 2 bytes, got {value}")
         self._max_packet_size = value
-        self._limit = -1 if value is None else value
+        self._limit = -1 if value is None else min(value, PY_SSIZE_T_MAX)
 
     @property
     def buffered(self):
@@ -721,7 +894,7 @@ cdef class StreamDecoder:
         while True:
             b = <const unsigned char*>PyByteArray_AS_STRING(buf)
             have = PyByteArray_GET_SIZE(buf)
-            _check_first_byte(b[0], self.protocol)
+            _check_first_byte(b[0], self._protocol)
             length = 0
             shift = 0
             i = 1
@@ -752,7 +925,7 @@ cdef class StreamDecoder:
             used += take
         if PyByteArray_GET_SIZE(buf) == total:
             b = <const unsigned char*>PyByteArray_AS_STRING(buf)
-            out.append(_decode_body(b[0], b, i, total, self.protocol, self._cache))
+            out.append(_decode_body(b[0], b, i, total, self._protocol, self._cache))
             self._buf = bytearray()
         return used
 
@@ -761,7 +934,7 @@ cdef class StreamDecoder:
         cdef Py_ssize_t pos = 0, i, length, stop
         cdef unsigned int shift
         cdef unsigned char first, byte
-        cdef int protocol = self.protocol
+        cdef int protocol = self._protocol
         cdef Py_ssize_t limit = self._limit
         while pos < n:
             first = p[pos]
@@ -798,8 +971,8 @@ cdef class StreamDecoder:
 __all__ = [
     "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
     "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
-    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "append_publish_many",
-    "decode",
+    "Subscription", "UnsubAck", "Unsubscribe", "Will", "WriteBuffer", "append_publish",
+    "append_publish_many", "decode",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
     "validate_topic", "validate_topic_filter",
 ]

@@ -109,7 +109,8 @@ def decode_remaining_length(data: BytesLike, offset: int = 0) -> Optional[Tuple[
 # --------------------------------------------------------------------------- encoding
 
 def _check_protocol(protocol: int) -> None:
-    if protocol not in PROTOCOLS:
+    # An int (5.0 == 5, but the C twin takes ints only).
+    if not isinstance(protocol, int) or protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
 
 
@@ -124,11 +125,25 @@ def _as_payload(payload: Any) -> bytes:
                     f"not {type(payload).__name__}")
 
 
-def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, dup: bool,
+def _bad_qos(qos: Any) -> None:
+    """Raise for a qos that is not a plain int 0..2 (an int subclass, e.g. an IntEnum, is fine)."""
+    if not isinstance(qos, int) or isinstance(qos, bool):
+        raise TypeError(f"qos must be an int 0, 1 or 2, not {type(qos).__name__}")
+    if not 0 <= qos <= 2:
+        raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+
+
+def _check_flag(name: str, value: Any) -> None:
+    # bool only: retain=1 or retain="no" is a caller's mistake, not a truth value to guess at.
+    if value is not True and value is not False:
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+
+
+def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, retain: bool, dup: bool,
                    protocol: int, properties: Props) -> Tuple[bytes, bytes, bytes]:
     """Validate a PUBLISH from the caller; returns (topic bytes, properties block, payload)."""
     payload = _as_payload(payload)
-    if protocol == MQTT_5:
+    if protocol == MQTT_5 and (protocol.__class__ is int or isinstance(protocol, int)):
         props = encode_properties(properties, P.PUBLISH)
     else:
         _check_protocol(protocol)
@@ -141,9 +156,16 @@ def _publish_parts(topic: str, payload: Any, qos: int, packet_id: int, dup: bool
         raw_topic = topic.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidTopic("topic contains a lone surrogate and cannot be encoded as UTF-8") from None
-    if qos not in (0, 1, 2):
-        raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+    if retain is not True and retain is not False:
+        _check_flag("retain", retain)
+    if dup is not True and dup is not False:
+        _check_flag("dup", dup)
+    if qos.__class__ is not int or not 0 <= qos <= 2:
+        _bad_qos(qos)
     if qos:
+        if packet_id.__class__ is not int and (
+                not isinstance(packet_id, int) or isinstance(packet_id, bool)):
+            raise TypeError(f"packet_id must be an int, not {type(packet_id).__name__}")
         if not 1 <= packet_id <= 0xFFFF:
             raise ValueError(f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id!r}")
     elif dup:
@@ -171,8 +193,8 @@ def encode_publish(topic: str, payload: Any, qos: int = 0, packet_id: int = 0,
                    retain: bool = False, dup: bool = False, protocol: int = 4,
                    properties: Props = None) -> bytes:
     """Encode one PUBLISH packet, validating everything the caller gave."""
-    raw_topic, props, payload = _publish_parts(topic, payload, qos, packet_id, dup, protocol,
-                                               properties)
+    raw_topic, props, payload = _publish_parts(topic, payload, qos, packet_id, retain, dup,
+                                               protocol, properties)
     return _publish_header(raw_topic, props, payload, qos, packet_id, retain, dup) + payload
 
 
@@ -182,33 +204,147 @@ def append_publish(buf: bytearray, topic: str, payload: Any, qos: int = 0, packe
     """Append one encoded PUBLISH to ``buf`` (for one ``send`` of many packets); returns its size."""
     if not isinstance(buf, bytearray):
         raise TypeError(f"buf must be a bytearray, not {type(buf).__name__}")
-    raw_topic, props, payload = _publish_parts(topic, payload, qos, packet_id, dup, protocol,
-                                               properties)
+    return _append_publish(buf, topic, payload, qos, packet_id, retain, dup, protocol, properties, 0)
+
+
+def _check_max_size(max_size: Any) -> None:
+    if not isinstance(max_size, int) or isinstance(max_size, bool):
+        raise TypeError(f"max_size must be an int (0: no limit), not {type(max_size).__name__}")
+    if max_size < 0:
+        raise ValueError(f"max_size must be >= 0 (0: no limit), got {max_size}")
+
+
+def _too_large(size: int, max_size: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"PUBLISH of {size} bytes exceeds the maximum packet size of "
+                           f"{max_size} bytes")
+
+
+def _append_publish(buf: bytearray, topic: str, payload: Any, qos: Any, packet_id: Any,
+                    retain: Any, dup: Any, protocol: Any, properties: Props,
+                    max_size: Any) -> int:
+    if max_size.__class__ is not int or max_size < 0:
+        _check_max_size(max_size)
+    raw_topic, props, payload = _publish_parts(topic, payload, qos, packet_id, retain, dup,
+                                               protocol, properties)
     head = _publish_header(raw_topic, props, payload, qos, packet_id, retain, dup)
+    size = len(head) + len(payload)
+    if max_size and size > max_size:
+        raise _too_large(size, max_size)
     buf += head
     buf += payload
-    return len(head) + len(payload)
+    return size
 
 
 def append_publish_many(buf: bytearray, topic: str, payloads: Any, retain: bool = False,
                         protocol: int = 4, properties: Props = None) -> int:
     """Append a QoS 0 PUBLISH to ``topic`` for each payload: the bulk sender's path (the topic is
-    validated once). Returns the number of bytes appended."""
+    validated once). Returns the number of bytes appended; on any error, appends nothing."""
     if not isinstance(buf, bytearray):
         raise TypeError(f"buf must be a bytearray, not {type(buf).__name__}")
-    total = 0
-    raw_topic = props = b""
-    for payload in payloads:
-        if not total:
-            raw_topic, props, data = _publish_parts(topic, payload, 0, 0, False, protocol,
-                                                    properties)
-        else:
+    return _append_publish_many(buf, topic, payloads, retain, protocol, properties, 0)
+
+
+def _append_publish_many(buf: bytearray, topic: str, payloads: Any, retain: Any, protocol: Any,
+                         properties: Props, max_size: Any) -> int:
+    if max_size.__class__ is not int or max_size < 0:
+        _check_max_size(max_size)
+    # Everything but the payloads is validated once, even for an empty batch.
+    raw_topic, props, _ = _publish_parts(topic, b"", 0, 0, retain, False, protocol, properties)
+    start = len(buf)
+    try:
+        for payload in payloads:
             data = _as_payload(payload)
-        head = _publish_header(raw_topic, props, data, 0, 0, retain, False)
-        buf += head
-        buf += data
-        total += len(head) + len(data)
-    return total
+            head = _publish_header(raw_topic, props, data, 0, 0, retain, False)
+            if max_size and len(head) + len(data) > max_size:
+                raise _too_large(len(head) + len(data), max_size)
+            buf += head
+            buf += data
+    except BaseException:
+        del buf[start:]  # all or nothing: the caller cannot count a half-appended batch
+        raise
+    return len(buf) - start
+
+
+class WriteBuffer:
+    """The outgoing byte stream of one session: the bytes not yet taken, and a running position.
+
+    ``position`` counts every byte ever written (across connections: QoS 0 completion marks are
+    positions in this stream); ``taken`` counts those handed out by ``take`` or dropped by
+    ``discard``, so ``position - taken == len(self)``. The append methods return the new position.
+    """
+
+    __slots__ = ("_buf", "_taken")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._taken = 0
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def __bool__(self) -> bool:
+        return bool(self._buf)
+
+    def __repr__(self) -> str:
+        return f"<WriteBuffer held={len(self._buf)} position={self.position} taken={self._taken}>"
+
+    @property
+    def position(self) -> int:
+        """Bytes ever written: the stream position of the end of what is held."""
+        return self._taken + len(self._buf)
+
+    @property
+    def taken(self) -> int:
+        """Bytes ever taken or discarded: the stream position of the start of what is held."""
+        return self._taken
+
+    def write(self, data: BytesLike) -> int:
+        """Append raw bytes (an already encoded packet); returns the new position."""
+        self._buf += data
+        return self._taken + len(self._buf)
+
+    def append_publish(self, topic: str, payload: Any, qos: int = 0, packet_id: int = 0,
+                       retain: bool = False, dup: bool = False, protocol: int = 4,
+                       properties: Props = None, max_size: int = 0) -> int:
+        """Append one PUBLISH (as the module's ``append_publish``); with ``max_size`` > 0, a
+        packet longer than that raises ``PayloadTooLarge`` and nothing is appended."""
+        buf = self._buf
+        _append_publish(buf, topic, payload, qos, packet_id, retain, dup, protocol, properties,
+                        max_size)
+        return self._taken + len(buf)
+
+    def append_publish_many(self, topic: str, payloads: Any, retain: bool = False,
+                            protocol: int = 4, properties: Props = None,
+                            max_size: int = 0) -> int:
+        """Append a QoS 0 PUBLISH for each payload (all or nothing); returns the new position."""
+        buf = self._buf
+        _append_publish_many(buf, topic, payloads, retain, protocol, properties, max_size)
+        return self._taken + len(buf)
+
+    def append_ack(self, packet_type: int, packet_id: int, reason_code: int = 0,
+                   protocol: int = 4) -> int:
+        """Append a PUBACK, PUBREC, PUBREL or PUBCOMP; returns the new position."""
+        buf = self._buf
+        buf += encode_ack(packet_type, packet_id, reason_code, protocol)
+        return self._taken + len(buf)
+
+    def take(self) -> bytearray:
+        """Everything held, handed over (no copy): the buffer starts afresh and ``taken`` moves on."""
+        out = self._buf
+        self._buf = bytearray()
+        self._taken += len(out)
+        return out
+
+    def discard(self) -> int:
+        """Drop everything held (the connection is gone); returns how many bytes were dropped."""
+        n = len(self._buf)
+        self._buf = bytearray()
+        self._taken += n
+        return n
+
+    def peek(self) -> bytes:
+        """A copy of what is held (for tests and debugging)."""
+        return bytes(self._buf)
 
 
 def encode_ack(packet_type: int, packet_id: int, reason_code: int = 0, protocol: int = 4,
@@ -239,8 +375,10 @@ def encode(packet: Packet, protocol: int = 4) -> bytes:
     """Encode any packet object (for a CONNECT, its own ``protocol`` field is used)."""
     kind = packet.type
     if kind == P.PUBLISH:
+        # bool(): like the C twin's Publish, whose retain/dup are C booleans.
         return encode_publish(packet.topic, packet.payload, packet.qos,  # type: ignore[attr-defined]
-                              packet.packet_id, packet.retain, packet.dup,  # type: ignore[attr-defined]
+                              packet.packet_id, bool(packet.retain),  # type: ignore[attr-defined]
+                              bool(packet.dup),  # type: ignore[attr-defined]
                               protocol, packet.properties)  # type: ignore[attr-defined]
     if kind in _ACK_CLASSES:
         return encode_ack(kind, packet.packet_id, packet.reason_code,  # type: ignore[attr-defined]
@@ -352,15 +490,35 @@ class StreamDecoder:
     next call. A packet over ``max_packet_size`` is refused as soon as its header is read.
     """
 
-    __slots__ = ("protocol", "max_packet_size", "_buf")
+    __slots__ = ("_protocol", "_max_packet_size", "_buf")
 
     def __init__(self, protocol: int = 4, max_packet_size: Optional[int] = None) -> None:
-        _check_protocol(protocol)
-        if max_packet_size is not None and max_packet_size < 2:
-            raise ValueError(f"max_packet_size must be at least 2 bytes, got {max_packet_size}")
         self.protocol = protocol
         self.max_packet_size = max_packet_size
         self._buf = bytearray()
+
+    # Properties, so that a value set later is checked like one given to the constructor.
+    @property
+    def protocol(self) -> int:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, value: int) -> None:
+        _check_protocol(value)
+        self._protocol = value
+
+    @property
+    def max_packet_size(self) -> Optional[int]:
+        return self._max_packet_size
+
+    @max_packet_size.setter
+    def max_packet_size(self, value: Optional[int]) -> None:
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"max_packet_size must be an int or None, not {type(value).__name__}")
+            if value < 2:
+                raise ValueError(f"max_packet_size must be at least 2 bytes, got {value}")
+        self._max_packet_size = value
 
     @property
     def buffered(self) -> int:
@@ -373,8 +531,8 @@ class StreamDecoder:
         end = len(buf)
         pos = 0
         out: List[Packet] = []
-        protocol = self.protocol
-        limit = self.max_packet_size
+        protocol = self._protocol
+        limit = self._max_packet_size
         try:
             while pos < end:
                 first = buf[pos]
@@ -413,8 +571,8 @@ class StreamDecoder:
 __all__ = [
     "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
     "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
-    "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "append_publish_many",
-    "decode",
+    "Subscription", "UnsubAck", "Unsubscribe", "Will", "WriteBuffer", "append_publish",
+    "append_publish_many", "decode",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
     "validate_topic", "validate_topic_filter",
 ]

@@ -7,6 +7,7 @@ Body codecs work on ``(buf, pos, end)`` of a packet whose fixed header was alrea
 """
 from __future__ import annotations
 
+from abc import ABCMeta
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .constants import (
@@ -41,12 +42,17 @@ Props = Optional[Dict[str, Any]]
 BytesLike = Union[bytes, bytearray, memoryview, str]
 
 
-class Packet:
-    """Base of the cold packets: slots, field-wise equality and a readable repr."""
+class Packet(metaclass=ABCMeta):  # noqa: B024  (an ABC for register(), no abstract methods)
+    """Base of the cold packets: slots, field-wise equality and a readable repr.
+
+    An ABC so that the C twin's hot packet classes (``cdef class``, which cannot inherit from a
+    Python class) register as virtual subclasses: ``isinstance(pkt, Packet)`` holds in both twins.
+    """
 
     __slots__ = ()
     type: int = 0
     _fields: Tuple[str, ...] = ()
+    _secret: Tuple[str, ...] = ()  # fields a repr must not show (it ends up in logs)
 
     def __eq__(self, other: object) -> bool:
         if type(other).__name__ != type(self).__name__:
@@ -56,7 +62,9 @@ class Packet:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
+        args = ", ".join(
+            f"{f}=<hidden>" if f in self._secret and getattr(self, f) is not None
+            else f"{f}={getattr(self, f)!r}" for f in self._fields)
         return f"{type(self).__name__}({args})"
 
 
@@ -78,6 +86,7 @@ class Connect(Packet):
     __slots__ = _fields = ("client_id", "protocol", "clean_session", "keepalive", "username",
                            "password", "will", "properties")
     type = P.CONNECT
+    _secret = ("password",)
 
     def __init__(self, client_id: str = "", protocol: int = 4, clean_session: bool = True,
                  keepalive: int = 60, username: Optional[str] = None,

@@ -427,3 +427,19 @@ def test_append_publish_many_twins_agree(both):
     assert bc == bp
     assert c.StreamDecoder(5).feed(bc) == [
         py.Publish("s/1", p, retain=True, properties={"content_type": "x"}) for p in payloads]
+
+
+def test_connect_repr_hides_the_password(codec):
+    # A repr ends up in logs and tracebacks: it must not carry the secret.
+    pkt = codec.Connect("id", 4, True, 60, "alice", b"s3cret-pw",
+                        codec.Will("w/t", b"bye-payload", 1, True))
+    text = repr(pkt)
+    assert "s3cret" not in text and "password=<hidden>" in text
+    assert "username='alice'" in text and "b'bye-payload'" in text  # the rest is still there
+    assert "password=None" in repr(codec.Connect("id", 5, True, 60, "alice"))
+    assert "s3cret" not in repr(codec.Connect("id", 5, password="s3cret"))
+    assert "password=<hidden>" in repr(codec.Connect("id", 5, password=b""))  # set, though empty
+    # equality and round trips still see the real password
+    decoded = codec.decode(codec.encode(pkt))
+    assert decoded == pkt and decoded.password == b"s3cret-pw"
+    assert "s3cret" not in repr(decoded)

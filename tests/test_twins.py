@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict
 
 import pytest
 
@@ -25,7 +25,7 @@ PUBLIC_NAMES = {
     "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
     "Subscription", "UnsubAck", "Unsubscribe", "Will", "append_publish", "decode",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
-    "validate_topic", "validate_topic_filter", "append_publish_many",
+    "validate_topic", "validate_topic_filter", "append_publish_many", "WriteBuffer",
 }
 
 
@@ -249,3 +249,100 @@ def test_hot_classes_take_keywords(both):
     for m in (c, py):
         decoder = m.StreamDecoder(protocol=5, max_packet_size=10)
         assert (decoder.protocol, decoder.max_packet_size, decoder.buffered) == (5, 10, 0)
+
+
+# --------------------------------------------------------------------------- behaviour table
+
+def _raises(call: Callable[[], object]) -> object:
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001  (the outcome is what is compared)
+        return type(exc).__name__
+    return "ok"
+
+
+def _set(obj: object, name: str, value: object) -> object:
+    """Set an attribute; the outcome, then the value read back."""
+    outcome = _raises(lambda: setattr(obj, name, value))
+    return outcome, getattr(obj, name)
+
+
+# Behaviours that callers may rely on and that differed between the twins (defect 13): each row
+# is a name and a function of the twin; both twins must give the same answer.
+BEHAVIOURS = [
+    ("Publish is a Packet", lambda m: isinstance(m.Publish("t", b""), m.Packet)),
+    ("PubAck is a Packet", lambda m: isinstance(m.PubAck(1), m.Packet)),
+    ("PubRec is a Packet", lambda m: isinstance(m.PubRec(1), m.Packet)),
+    ("PubRel is a Packet", lambda m: isinstance(m.PubRel(1), m.Packet)),
+    ("PubComp is a Packet", lambda m: isinstance(m.PubComp(1), m.Packet)),
+    ("Connect is a Packet", lambda m: isinstance(m.Connect("x"), m.Packet)),
+    ("Publish subclass of Packet", lambda m: issubclass(m.Publish, m.Packet)),
+    ("PubAck subclass of Packet", lambda m: issubclass(m.PubAck, m.Packet)),
+    ("decoded Publish is a Packet", lambda m: isinstance(m.decode(b"\x30\x03\x00\x01t"), m.Packet)),
+    ("decoded PubAck is a Packet", lambda m: isinstance(m.decode(b"\x40\x02\x00\x01"), m.Packet)),
+    ("decoded Publish class is Publish", lambda m: m.decode(b"\x30\x03\x00\x01t").__class__
+     is m.Publish),
+    ("PubAck is not a Publish", lambda m: isinstance(m.PubAck(1), m.Publish)),
+    ("a str is not a Packet", lambda m: isinstance("x", m.Packet)),
+    ("Publish is unhashable", lambda m: _raises(lambda: hash(m.Publish("t", b"")))),
+    ("PubAck is unhashable", lambda m: _raises(lambda: hash(m.PubAck(1)))),
+    ("max_packet_size = 1", lambda m: _set(m.StreamDecoder(max_packet_size=10),
+                                           "max_packet_size", 1)),
+    ("max_packet_size = 0", lambda m: _set(m.StreamDecoder(), "max_packet_size", 0)),
+    ("max_packet_size = -5", lambda m: _set(m.StreamDecoder(), "max_packet_size", -5)),
+    ("max_packet_size = 2", lambda m: _set(m.StreamDecoder(), "max_packet_size", 2)),
+    ("max_packet_size = None", lambda m: _set(m.StreamDecoder(max_packet_size=5),
+                                              "max_packet_size", None)),
+    ("max_packet_size = '10'", lambda m: _set(m.StreamDecoder(), "max_packet_size", "10")),
+    ("max_packet_size = 10.0", lambda m: _set(m.StreamDecoder(), "max_packet_size", 10.0)),
+    ("max_packet_size = True", lambda m: _set(m.StreamDecoder(), "max_packet_size", True)),
+    ("max_packet_size = 2**80", lambda m: _set(m.StreamDecoder(), "max_packet_size", 2 ** 80)),
+    ("StreamDecoder(max_packet_size=1)", lambda m: _raises(lambda: m.StreamDecoder(
+        max_packet_size=1))),
+    ("StreamDecoder(max_packet_size='9')", lambda m: _raises(lambda: m.StreamDecoder(
+        max_packet_size="9"))),
+    ("StreamDecoder(protocol=6)", lambda m: _raises(lambda: m.StreamDecoder(protocol=6))),
+    ("StreamDecoder(protocol='4')", lambda m: _raises(lambda: m.StreamDecoder(protocol="4"))),
+    ("protocol = 6", lambda m: _set(m.StreamDecoder(), "protocol", 6)),
+    ("protocol = '5'", lambda m: _set(m.StreamDecoder(), "protocol", "5")),
+    ("protocol = 5", lambda m: _set(m.StreamDecoder(), "protocol", 5)),
+    ("a limit set later is enforced", lambda m: _raises(lambda: _limit_later(m))),
+    ("buffered is read-only", lambda m: _raises(lambda: setattr(m.StreamDecoder(), "buffered", 3))),
+    ("no new attributes", lambda m: _raises(lambda: setattr(m.StreamDecoder(), "extra", 3))),
+]
+
+
+def _limit_later(m: object) -> None:
+    decoder = m.StreamDecoder()  # type: ignore[attr-defined]
+    decoder.max_packet_size = 4
+    decoder.feed(b"\x30\x05\x00\x01t")
+
+
+@pytest.mark.parametrize("name, probe", BEHAVIOURS, ids=[b[0] for b in BEHAVIOURS])
+def test_twins_behave_alike(both, name, probe):
+    c, py = both
+    assert probe(c) == probe(py)
+
+
+def test_packets_are_packets(codec):
+    # The answer the twins agree on: every packet is a Packet, and a decoded PUBLISH is exactly the
+    # twin's Publish class (the hot path checks `pkt.__class__ is Publish`).
+    for build in (lambda: codec.Publish("t"), lambda: codec.PubAck(1), lambda: codec.PubRec(1),
+                  lambda: codec.PubRel(1), lambda: codec.PubComp(1), lambda: codec.PingReq()):
+        assert isinstance(build(), codec.Packet)
+    assert codec.decode(b"\x30\x03\x00\x01t").__class__ is codec.Publish
+    assert codec.decode(b"\x40\x02\x00\x01").__class__ is codec.PubAck
+
+
+def test_setting_max_packet_size_is_validated(codec):
+    decoder = codec.StreamDecoder()
+    for bad in (1, 0, -1):
+        with pytest.raises(ValueError, match="at least 2"):
+            decoder.max_packet_size = bad
+    for bad in ("10", 10.0, True):
+        with pytest.raises(TypeError, match="max_packet_size must be an int or None"):
+            decoder.max_packet_size = bad
+    assert decoder.max_packet_size is None
+    decoder.max_packet_size = 4
+    with pytest.raises(errors.PacketTooLarge):
+        decoder.feed(b"\x30\x05\x00\x01t")
