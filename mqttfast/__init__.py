@@ -1,6 +1,15 @@
 """mqttfast: the fastest MQTT client for Python."""
 from ._version import __version__
-from .client import BatchHandle, Client, Message, PublishHandle, RequestHandle, tls_context
+from .client import (
+    AckableMessage,
+    BatchHandle,
+    Client,
+    Message,
+    PublishHandle,
+    RequestHandle,
+    WrittenHandle,
+    tls_context,
+)
 from .codec import Subscription, Will
 from .errors import (
     ConnectionLost,
@@ -14,11 +23,24 @@ from .errors import (
     ProtocolError,
     QueueFull,
 )
-from .loop import Backoff, Loop
+from .events import (
+    AuthRequest,
+    ConnectionRefused,
+    ConnectionState,
+    Connected,
+    Disconnected,
+    PublishState,
+    Subscribed,
+    Unsubscribed,
+)
+from .loop import Backoff, Loop, TransportState
 from .store import MemoryStore
 from .wire import topic_matches
 
 __all__ = [
+    "AckableMessage", "AuthRequest", "ConnectionRefused", "ConnectionState", "Connected",
+    "Disconnected", "PublishState", "Subscribed", "TransportState", "Unsubscribed",
+    "WrittenHandle",
     "Backoff", "BatchHandle", "Client", "ConnectRefused", "ConnectionLost", "InvalidTopic",
     "Loop", "MQTTError", "MalformedPacket", "MemoryStore", "Message", "NotConnected",
     "PacketTooLarge", "PayloadTooLarge", "ProtocolError", "PublishHandle", "QueueFull",

@@ -1062,7 +1062,7 @@ def run_sub(opts: Dict[str, Any]) -> int:
         client = _make_client(config, report)
         # Before connecting: a kept session (-c) may deliver messages right after the CONNACK.
         client.on_message = inbox.put
-        client.on_disconnect = lambda error: inbox.put(_Closed(error))
+        client.on_disconnect = lambda event: inbox.put(_Closed(event.error))
         if not _connect(client, config, report):
             client = None
             return EXIT_ERROR
@@ -1090,19 +1090,16 @@ def _subscribe(client: Client, opts: Dict[str, Any], config: Config, report: Rep
     for sub in subs:
         report.event(f"sending SUBSCRIBE (Mid: {handle.packet_id}, Topic: {sub.topic}, "
                      f"QoS: {sub.qos}, Options: 0x{int(sub.retain_as_published) << 3:02x})")
-    while True:
-        try:
-            codes = handle.wait(0.2)
-            break
-        except TimeoutError:
-            if stopping.is_set():
-                return EXIT_OK
-            if not client.is_connected:
-                report.error("connection lost before the broker acknowledged the subscription")
-                return EXIT_ERROR
-            if deadline is not None and time.monotonic() >= deadline:
-                report.timed_out()
-                return EXIT_TIMEOUT
+    while not handle.wait(0.2):
+        if stopping.is_set():
+            return EXIT_OK
+        if handle.done or not client.is_connected:
+            report.error("connection lost before the broker acknowledged the subscription")
+            return EXIT_ERROR
+        if deadline is not None and time.monotonic() >= deadline:
+            report.timed_out()
+            return EXIT_TIMEOUT
+    codes = handle.reason_codes or ()
     report.event("received SUBACK")
     if report.debug:
         _stderr(f"Subscribed (mid: {handle.packet_id}): {', '.join(str(c) for c in codes)}")

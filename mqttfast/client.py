@@ -4,6 +4,21 @@ By default ``connect`` blocks until the broker's CONNACK and then runs the netwo
 background thread; ``publish`` returns at once with a handle. Pass ``background=False`` to drive the
 loop yourself (``client.loop(timeout)`` / ``client.loop_forever()``), or ``loop=`` to share one
 ``Loop`` between many clients in one thread.
+
+Thread contract:
+
+- ``publish``, ``publish_many``, ``subscribe``, ``unsubscribe``, ``auth``, ``disconnect``,
+  ``close`` and every handle's ``wait`` may be called from any thread; each call is atomic
+  against the loop (the connection's lock).
+- Callbacks (``on_message``, per-filter callbacks, ``on_connect``, ``on_disconnect``,
+  ``on_publish``, ``on_subscribe``, ``on_unsubscribe``, ``on_auth``) always run on the loop
+  thread, one at a time, in the order the events happened. A callback may publish or subscribe,
+  but must not ``wait()``: the loop it would wait for is the one running it (that raises).
+- The loop is driven by exactly one thread: the client's own background thread, or, with
+  ``background=False`` / a shared ``loop=``, the thread that calls ``loop()`` / ``run_*``.
+  Driving it from a second live thread raises ``RuntimeError``.
+- Waiting never polls: handles wake when their outcome is known, and every pending handle
+  completes (as failed) when the connection closes for good.
 """
 from __future__ import annotations
 
@@ -14,49 +29,53 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .codec import Publish, Subscription, Will, append_publish, append_publish_many
+from .codec import Publish, Subscription, Will
 from .constants import MQTT_5
 from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
-from .loop import CLOSED, MQTT_CONNECTING, Backoff, Connection, Handler, Loop
-from .session import (
-    CONNECTED,
-    DONE,
+from .events import (
     AuthRequest,
-    Connected,
     ConnectionRefused,
+    Connected,
     Disconnected,
-    Outgoing,
-    Session,
+    PublishState,
     Subscribed,
     Unsubscribed,
 )
+from .loop import OPEN, Backoff, Connection, Handler, Loop
+from .session import CONNECTED, Outgoing, Session, subscriptions_from
 from .store import MemoryStore
+from .wire import topic_matches, validate_topic_filter
 
 log = logging.getLogger("mqttfast")
 _monotonic = time.monotonic
+_DONE = PublishState.DONE
 
 Message = Publish  # what ``on_message`` and ``messages()`` hand out
 Payload = Union[bytes, bytearray, memoryview, str]
 
 
 def tls_context(ca_certs: Optional[str] = None, certfile: Optional[str] = None,
-                keyfile: Optional[str] = None, *, verify: bool = True,
+                keyfile: Optional[str] = None, *, ca_path: Optional[str] = None,
+                password: Union[str, bytes, None] = None, verify: bool = True,
                 alpn_protocols: Optional[Sequence[str]] = None) -> ssl.SSLContext:
-    """A client TLS context: the system CAs (or ``ca_certs``), hostname verification on, an optional
-    client certificate, optional ALPN. ``verify=False`` turns verification off (testing only)."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_certs)
+    """A client TLS context: the system CAs (or ``ca_certs`` file / ``ca_path`` directory of
+    hashed certificates), hostname verification on, an optional client certificate (``keyfile``
+    may be encrypted: ``password``), optional ALPN. ``verify=False`` turns verification off
+    (testing only)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_certs, capath=ca_path)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if certfile:
-        ctx.load_cert_chain(certfile, keyfile)
+        ctx.load_cert_chain(certfile, keyfile, password)
     if alpn_protocols:
         ctx.set_alpn_protocols(list(alpn_protocols))
     return ctx
 
 
 class PublishHandle(Outgoing):
-    """A QoS 1/2 publish: ``wait()`` is true once the broker acknowledged it.
+    """A tracked publish (QoS 1/2, or QoS 0 queued while not connected): ``wait()`` is true once
+    the broker acknowledged it (QoS 0: once written).
 
     Each Client makes its own subclass with ``_client`` as a class attribute, which saves an
     attribute store per message.
@@ -66,55 +85,57 @@ class PublishHandle(Outgoing):
     _client: "Client"
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block until acknowledged (True), failed (False), or ``timeout`` passed (False)."""
-        if self.state < DONE:
-            self._client._wait_for(lambda: self.state >= DONE, timeout)
-        return self.state == DONE
+        """Block until done; True if it succeeded, False if it failed or ``timeout`` passed."""
+        if self.state < _DONE:
+            self._client._wait_for(lambda: self.state >= _DONE, timeout)
+        return self.state == _DONE
 
     @property
     def is_published(self) -> bool:
-        return self.state == DONE
+        return self.state == _DONE
 
 
 class WrittenHandle:
-    """A QoS 0 publish: ``wait()`` is true once its bytes were handed to the socket.
+    """A QoS 0 publish: done once the stream up to its mark reached the socket, ok unless its
+    connection dropped first.
 
     Consecutive QoS 0 publishes that go out in the same write share one handle (making an object
-    per message cost a third of ``publish()``), so ``wait()`` may return a moment after the
+    per message would cost a third of ``publish()``), so ``wait()`` may return a moment after the
     message's own bytes were written, never before.
     """
 
-    __slots__ = ("_conn", "_mark", "_client", "_takes")
-
-    def __init__(self, client: "Client", conn: Connection, mark: int) -> None:
-        self._client = client
-        self._conn = conn
-        self._mark = mark
-        self._takes = conn.takes
-
+    __slots__ = ("_client", "_mark", "_taken")
     qos = 0
+
+    def __init__(self, client: "Client", mark: int, taken: int) -> None:
+        self._client = client
+        self._mark = mark
+        self._taken = taken  # the stream's ``taken`` when made: same value, same write
 
     @property
     def done(self) -> bool:
-        return self._conn.is_written(self._mark) is not None
+        return self._client.session.written(self._mark) is not None
 
     @property
     def ok(self) -> bool:
-        return self._conn.is_written(self._mark) is True
+        return self._client.session.written(self._mark) is True
 
     is_published = ok
 
+    @property
+    def error(self) -> Optional[str]:
+        return "the connection dropped before it was written" if \
+            self._client.session.written(self._mark) is False else None
+
     def wait(self, timeout: Optional[float] = None) -> bool:
-        conn = self._conn
-        if conn.is_written(self._mark) is None:
-            self._client._wait_for(
-                lambda: conn.is_written(self._mark) is not None or conn.phase == CLOSED, timeout,
-                on_write=True)
-        return conn.is_written(self._mark) is True
+        written = self._client.session.written
+        if written(self._mark) is None:
+            self._client._wait_for(lambda: written(self._mark) is not None, timeout, writes=True)
+        return written(self._mark) is True
 
 
 class BatchHandle:
-    """Several publishes at once (``publish_many``): ``wait()`` is true once all succeeded."""
+    """Several publishes at once (``publish_many``): ok once all succeeded."""
 
     __slots__ = ("handles",)
 
@@ -125,40 +146,80 @@ class BatchHandle:
     def done(self) -> bool:
         return all(h.done for h in self.handles)
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.handles)
+
+    @property
+    def error(self) -> Optional[str]:
         for handle in self.handles:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if handle.error:
+                return handle.error
+        return None
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        deadline = None if timeout is None else _monotonic() + timeout
+        for handle in self.handles:
+            left = None if deadline is None else max(0.0, deadline - _monotonic())
             if not handle.wait(left):
                 return False
         return True
 
 
 class RequestHandle:
-    """A SUBSCRIBE or UNSUBSCRIBE: ``wait()`` returns the broker's reason codes (or raises)."""
+    """A SUBSCRIBE or UNSUBSCRIBE: ok once the broker acknowledged it; ``reason_codes`` holds one
+    code per filter (granted QoS 0-2, or a failure >= 0x80)."""
 
-    __slots__ = ("packet_id", "topics", "reason_codes", "properties", "_client")
+    __slots__ = ("packet_id", "topics", "reason_codes", "properties", "error", "_client")
 
-    def __init__(self, client: "Client", packet_id: int, topics: List[str]) -> None:
+    def __init__(self, client: "Client", packet_id: int, topics: Tuple[str, ...]) -> None:
         self._client = client
         self.packet_id = packet_id
         self.topics = topics
-        self.reason_codes: Optional[List[int]] = None
+        self.reason_codes: Optional[Tuple[int, ...]] = None
         self.properties: Optional[dict] = None
+        self.error: Optional[str] = None
 
     @property
     def done(self) -> bool:
+        return self.reason_codes is not None or self.error is not None
+
+    @property
+    def ok(self) -> bool:
         return self.reason_codes is not None
 
-    def wait(self, timeout: Optional[float] = 10.0) -> List[int]:
-        if self.reason_codes is None and not self._client._wait_for(
-                lambda: self.reason_codes is not None, timeout):
-            raise TimeoutError(f"no acknowledgement for packet id {self.packet_id} within "
-                               f"{timeout} s")
-        return self.reason_codes  # type: ignore[return-value]
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if not self.done:
+            self._client._wait_for(lambda: self.done, timeout)
+        return self.ok
+
+    def __repr__(self) -> str:
+        state = "ok" if self.ok else (f"failed: {self.error}" if self.error else "pending")
+        return f"<RequestHandle id={self.packet_id} {list(self.topics)} {state}>"
 
 
-class Client(Handler):
+class _LoopEvents(Handler):
+    """The Client's side of the loop's callback protocol, kept out of the Client's own API."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: "Client") -> None:
+        self.client = client
+
+    def on_messages(self, conn: Connection, messages: List[Any]) -> None:
+        self.client._on_messages(messages)
+
+    def on_events(self, conn: Connection, events: List[Any], completed: List[Any]) -> None:
+        self.client._on_events(conn, events, completed)
+
+    def on_closed(self, conn: Connection, event: Disconnected) -> None:
+        self.client._on_closed(conn, event)
+
+    def on_written(self, conn: Connection) -> None:
+        self.client._notify()
+
+
+class Client:
     """An MQTT 3.1 / 3.1.1 / 5.0 client.
 
     >>> with Client(client_id="sensor-1") as c:
@@ -167,7 +228,7 @@ class Client(Handler):
     """
 
     def __init__(self, client_id: str = "", protocol: int = 4, *, username: Optional[str] = None,
-                 password: Optional[Payload] = None, will: Optional[Will] = None,
+                 password: Union[str, bytes, None] = None, will: Optional[Will] = None,
                  clean_session: Optional[bool] = None, clean_start: Optional[bool] = None,
                  tls: Union[None, bool, ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None, properties: Optional[dict] = None,
@@ -177,7 +238,7 @@ class Client(Handler):
                  connect_timeout: float = 10.0, topic_alias_maximum: int = 64,
                  outgoing_aliases: bool = True, max_packet_size: Optional[int] = None,
                  max_buffer: int = 8 * 1024 * 1024, block_when_full: bool = False,
-                 store: Optional[MemoryStore] = None,
+                 manual_ack: bool = False, store: Optional[MemoryStore] = None,
                  loop: Optional[Loop] = None, background: Optional[bool] = None) -> None:
         if clean_session is not None and clean_start is not None and clean_session != clean_start:
             raise ValueError("clean_session and clean_start are the same flag: give one")
@@ -185,27 +246,29 @@ class Client(Handler):
             clean_start if clean_start is not None else True)
         if protocol != MQTT_5 and (properties or session_expiry is not None):
             raise ValueError("properties and session_expiry need protocol=5")
-        self.protocol = protocol
-        self.username = username
-        self.password = password
-        self.will = will
-        self.properties = dict(properties or {})
+        connect_props = dict(properties or {})
         if session_expiry is not None:
-            self.properties["session_expiry_interval"] = session_expiry
+            connect_props["session_expiry_interval"] = session_expiry
         if tls is True:
             tls = tls_context()
+        self.protocol = protocol
         self.tls: Optional[ssl.SSLContext] = tls or None
         self.server_hostname = server_hostname
         self.reconnect = Backoff() if reconnect is True else (reconnect or None)
         self.connect_timeout = connect_timeout
         self.max_buffer = max_buffer
         self.block_when_full = block_when_full  # QueueFull blocks publish() instead of raising
-        self.session = Session(client_id, protocol, clean, max_inflight=max_inflight,
-                               max_queued=max_queued, ack_timeout=ack_timeout,
+        # The session checks every CONNECT parameter here: a bad one raises now.
+        self.session = Session(client_id, protocol, clean, username=username, password=password,
+                               will=will, properties=connect_props or None,
+                               max_inflight=max_inflight, max_queued=max_queued,
+                               max_buffer=max_buffer, ack_timeout=ack_timeout,
                                max_retries=max_retries, topic_alias_maximum=topic_alias_maximum,
                                outgoing_aliases=outgoing_aliases, max_packet_size=max_packet_size,
-                               store=store)
+                               manual_ack=manual_ack, store=store)
+        self._connect_args = (username, password, will, connect_props or None)
         self._handle_cls = type("PublishHandle", (PublishHandle,), {"__slots__": (), "_client": self})
+        self._events = _LoopEvents(self)
         self._own_loop = loop is None
         self._loop = loop if loop is not None else Loop()
         self._background = self._own_loop if background is None else background
@@ -213,15 +276,20 @@ class Client(Handler):
         self._conn: Optional[Connection] = None
         self._cond = threading.Condition()
         self._waiters = 0
+        self._write_waiters = 0
+        self._progress = 0  # bumped at every notification (for waits on "anything changed")
         self._inbox: Optional["queue.SimpleQueue[Any]"] = None
         self._written: Optional[WrittenHandle] = None  # the QoS 0 handle of the current write
         self._subscriptions: Dict[str, Subscription] = {}
         self._requests: Dict[int, RequestHandle] = {}
+        self._asked: Dict[int, List[Subscription]] = {}  # SUBSCRIBE id -> its subscriptions
+        self._filters: Dict[str, Callable[[Publish], None]] = {}
         self._connect_result: Optional[Any] = None
-        self.connected_event: Optional[Connected] = None
+        self.manual_ack = manual_ack
+        self.connack: Optional[Connected] = None
         self.on_message: Optional[Callable[[Publish], None]] = None
         self.on_connect: Optional[Callable[[Connected], None]] = None
-        self.on_disconnect: Optional[Callable[[Optional[BaseException]], None]] = None
+        self.on_disconnect: Optional[Callable[[Disconnected], None]] = None
         self.on_publish: Optional[Callable[[Any], None]] = None
         self.on_subscribe: Optional[Callable[[Subscribed], None]] = None
         self.on_unsubscribe: Optional[Callable[[Unsubscribed], None]] = None
@@ -235,26 +303,33 @@ class Client(Handler):
 
     @property
     def is_connected(self) -> bool:
-        return self.session.state == CONNECTED
+        return self.session.state is CONNECTED
 
     @property
     def loop_object(self) -> Loop:
         return self._loop
+
+    @property
+    def connection(self) -> Optional[Connection]:
+        return self._conn
 
     # ------------------------------------------------------------------ connecting
 
     def connect(self, host: str = "127.0.0.1", port: Optional[int] = None, keepalive: int = 60,
                 timeout: Optional[float] = None, *,
                 source_address: Optional[Tuple[str, int]] = None) -> Connected:
-        """Connect and block until the CONNACK; raise ``ConnectRefused`` or ``ConnectionLost``."""
-        if self._conn is not None and self._conn.phase != CLOSED:
+        """Connect and block until the CONNACK; raise ``ConnectRefused`` or ``ConnectionLost``
+        (with the real cause: refused, unreachable, TLS verification...). Bad arguments raise
+        ``ValueError`` / ``TypeError`` here and leave the client as it was. With ``reconnect``,
+        later drops are retried; a first attempt that fails is reported, not retried."""
+        if self._conn is not None and not self._conn.closed:
             raise MQTTError("already connected; call disconnect() first")
         if port is None:
             port = 8883 if self.tls is not None else 1883
-        conn = Connection(self._loop, self.session, self, host, port, keepalive=keepalive,
-                          username=self.username, password=self.password, will=self.will,
-                          properties=self.properties or None, ssl_context=self.tls,
-                          server_hostname=self.server_hostname,
+        username, password, will, props = self._connect_args
+        self.session.configure(keepalive, username, password, will, props)
+        conn = Connection(self._loop, self.session, self._events, host, port,
+                          ssl_context=self.tls, server_hostname=self.server_hostname,
                           connect_timeout=self.connect_timeout, reconnect=self.reconnect,
                           source_address=source_address)
         self._conn = conn
@@ -269,13 +344,16 @@ class Client(Handler):
             self._loop.call_soon(lambda: conn.close(ConnectionLost("connect timed out"), False))
             raise ConnectionLost(f"no CONNACK from {host}:{port} within {wait:g} s")
         result = self._connect_result
+        if isinstance(result, Connected):
+            return result
         if isinstance(result, ConnectionRefused):
             raise ConnectRefused(result.reason_code, result.reason, result.properties)
-        if isinstance(result, BaseException):
-            if isinstance(result, MQTTError):
-                raise result
-            raise ConnectionLost(str(result)) from result
-        return result  # type: ignore[return-value]
+        if isinstance(result, Disconnected):
+            error = result.error
+            if isinstance(error, MQTTError):
+                raise error
+            raise ConnectionLost(result.reason) from error
+        raise ConnectionLost(str(result))  # pragma: no cover - nothing else is stored
 
     def _run(self) -> None:
         try:
@@ -289,174 +367,155 @@ class Client(Handler):
         self._loop.run_once(timeout)
 
     def loop_forever(self) -> None:
-        """Drive the network loop until ``disconnect()`` (for ``background=False``)."""
-        while self._conn is not None and self._conn.phase != CLOSED:
+        """Drive the network loop until the connection closes for good (``background=False``)."""
+        while self._conn is not None and not self._conn.closed:
             self._loop.run_once(1.0)
 
     def _in_loop_thread(self) -> bool:
-        return not self._background or threading.current_thread() is self._thread
+        if self._background:
+            return threading.current_thread() is self._thread
+        return True
 
     def _wait_for(self, predicate: Callable[[], bool], timeout: Optional[float],
-                  on_write: bool = False) -> bool:
-        """Wait until ``predicate()``: on a condition when a loop thread runs (the client's, which
-        session events notify, or with ``on_write`` the loop's, which writes notify), else by
-        running the loop ourselves."""
+                  writes: bool = False) -> bool:
+        """Wait until ``predicate()`` (True) or ``timeout`` (False): on the client's condition,
+        which the loop notifies on every event, completion and close (and, with ``writes``, on
+        every write), or by running the loop ourselves when no other thread does."""
         if predicate():
             return True
-        deadline = None if timeout is None else time.monotonic() + timeout
         if self._in_loop_thread():
             if self._background:
                 raise MQTTError("cannot wait inside a callback: the loop thread would block")
             return self._loop.run_until(predicate, timeout)
-        loop = self._loop
-        cond = loop.written if on_write else self._cond
-        with cond:
-            if on_write:
-                loop.write_waiters += 1
-            else:
-                self._waiters += 1
+        deadline = None if timeout is None else _monotonic() + timeout
+        conn = self._conn
+        with self._cond:
+            self._waiters += 1
+            if writes:
+                self._write_waiters += 1
+                if conn is not None:
+                    conn.notify_writes = True
             try:
                 while not predicate():
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        return False
-                    cond.wait(0.25 if left is None else min(left, 0.25))
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        left = deadline - _monotonic()
+                        if left <= 0:
+                            return False
+                        self._cond.wait(left)
             finally:
-                if on_write:
-                    loop.write_waiters -= 1
-                else:
-                    self._waiters -= 1
+                self._waiters -= 1
+                if writes:
+                    self._write_waiters -= 1
+                    if not self._write_waiters and conn is not None:
+                        conn.notify_writes = False
         return True
 
     def _notify(self) -> None:
+        self._progress += 1
         if self._waiters:
             with self._cond:
                 self._cond.notify_all()
+
+    def _require_conn(self) -> Connection:
+        conn = self._conn
+        if conn is None:
+            raise NotConnected("not connected: call connect() first")
+        return conn
 
     # ------------------------------------------------------------------ publishing
 
     def publish(self, topic: str, payload: Payload = b"", qos: int = 0, retain: bool = False,
                 properties: Optional[dict] = None) -> Any:
         """Send a message; returns at once with a handle whose ``wait(timeout)`` is true once the
-        message is written (QoS 0) or acknowledged (QoS 1 and 2)."""
+        message is written (QoS 0) or acknowledged (QoS 1 and 2). Bad arguments raise here."""
         conn = self._conn
         if conn is None:
             raise NotConnected("publish before connect(): connect first")
         session = self.session
-        if qos == 0 and session.state == CONNECTED:
-            lock = conn.lock
-            lock.acquire()  # ``with lock`` costs 3x more than acquire/release on this path
-            try:
-                if session.plain_qos0:  # the hot path: straight into the session's buffer
-                    session.queued_bytes += append_publish(session.out, topic, payload, 0, 0,
-                                                           retain, False, session.protocol,
-                                                           properties)
-                else:  # aliases, a broker size limit, or just disconnected: the session decides
-                    queued = session.publish(topic, payload, 0, retain, properties, 0.0,
-                                             self._handle_cls)
-                    if queued is not None:  # kept for the next connection (persistent session)
-                        return queued
-                handle = self._written
-                if handle is not None and handle._takes == conn.takes and handle._conn is conn:
-                    handle._mark = session.queued_bytes  # same write: share the handle
-                else:
-                    handle = self._written = WrittenHandle(self, conn, session.queued_bytes)
-            finally:
-                lock.release()
-            if not conn._dirty:
-                conn.kick()
-            if len(session.out) > self.max_buffer:
-                self._drain()
-            return handle
         lock = conn.lock
         while True:
-            lock.acquire()
+            lock.acquire()  # ``with lock`` costs more than acquire/release on this path
             try:
-                record = session.publish(topic, payload, qos, retain, properties,
+                result = session.publish(topic, payload, qos, retain, properties,
                                          _monotonic() if session.ack_timeout else 0.0,
                                          self._handle_cls)
+                if result.__class__ is int:  # QoS 0, in the stream: share the write's handle
+                    handle = self._written
+                    taken = session.out.taken
+                    if handle is not None and handle._taken == taken:
+                        handle._mark = result  # type: ignore[assignment]
+                    else:
+                        handle = self._written = WrittenHandle(self, result, taken)  # type: ignore[arg-type]
+                    result = handle  # type: ignore[assignment]
                 break
             except QueueFull:
                 if not self.block_when_full:
                     raise
+                seen = self._progress
             finally:
                 lock.release()
-            # Block until an acknowledgement frees a slot (or the connection is gone for good).
-            self._wait_for(lambda: session.queued_count < session.max_queued
-                           or conn.phase == CLOSED, None)
-            if conn.phase == CLOSED:
-                raise NotConnected("the connection closed while waiting for a free slot")
+            # Block until something frees room (an acknowledgement, a connection) or it is over.
+            self._wait_for(lambda seen=seen: self._progress != seen or conn.closed,  # type: ignore[misc]
+                           None)
+            if conn.closed:
+                raise NotConnected("the connection closed while waiting for room")
         if not conn._dirty:
             conn.kick()
         if len(session.out) > self.max_buffer:
             self._drain()
-        return record
+        return result
 
     def publish_many(self, topic: str, payloads: Iterable[Payload], qos: int = 0,
                      retain: bool = False, properties: Optional[dict] = None) -> BatchHandle:
         """Publish many payloads to one topic with one lock and one wake-up: the bulk path."""
-        conn = self._conn
-        if conn is None:
-            raise NotConnected("publish before connect(): connect first")
+        conn = self._require_conn()
         session = self.session
-        if qos == 0 and session.plain_qos0:
+        if qos == 0 and qos.__class__ is int and session.plain_qos0:
             with conn.lock:
-                session.queued_bytes += append_publish_many(session.out, topic, payloads, retain,
-                                                            session.protocol, properties)
-                mark = session.queued_bytes
+                mark = session.publish_many(topic, payloads, retain, properties)
+                handle = WrittenHandle(self, mark, session.out.taken)
             conn.kick()
             if len(session.out) > self.max_buffer:
                 self._drain()
-            return BatchHandle([WrittenHandle(self, conn, mark)])
+            return BatchHandle([handle])
         handles = []
-        now = time.monotonic()
         for payload in payloads:
-            with conn.lock:
-                record = session.publish(topic, payload, qos, retain, properties, now,
-                                         self._handle_cls)
-            handles.append(record)
-            if not conn._dirty:
-                conn.kick()  # let the loop start writing while the batch is still being queued
-            if len(session.out) > self.max_buffer:
-                conn.kick()
-                self._drain()
-        conn.kick()
+            handles.append(self.publish(topic, payload, qos, retain, properties))
         return BatchHandle(handles)
 
     def _drain(self) -> None:
-        """Back-pressure: wait until the loop has written the buffer down to half its limit."""
+        """Back-pressure: wait until the loop has taken the buffer down to half its limit."""
         conn = self._conn
         assert conn is not None
-        low = self.max_buffer // 2
         if self._in_loop_thread() and self._background:
             return  # inside a callback: the loop cannot write while we wait
-        self._wait_for(lambda: len(self.session.out) <= low or conn.phase == CLOSED, None,
-                       on_write=True)
+        low = self.max_buffer // 2
+        self._wait_for(lambda: len(self.session.out) <= low or conn.closed, None, writes=True)
 
     # ------------------------------------------------------------------ subscriptions
 
     def subscribe(self, topic: Union[str, Subscription, Sequence[Any]], qos: int = 0,
                   properties: Optional[dict] = None) -> RequestHandle:
-        """Subscribe to a filter or a list of filters (str, (str, qos) or ``Subscription``);
-        ``.wait()`` on the result returns the granted QoS / reason codes."""
+        """Subscribe to a filter or several (a str, (str, qos), a ``Subscription``, or a list or
+        tuple of them); the handle's ``reason_codes`` holds the granted QoS per filter. Granted
+        subscriptions are restored by themselves after an automatic reconnect that lost the
+        session; one that failed (refused, or its connection dropped first) is not."""
         conn = self._require_conn()
+        subs = subscriptions_from(topic, qos)
         with conn.lock:
-            pid = self.session.subscribe(topic, qos, properties)
-            topics = self.session._control[pid][1]
-            handle = RequestHandle(self, pid, topics)
+            pid = self.session.subscribe(subs, qos, properties)
+            handle = RequestHandle(self, pid, self.session.subscription_topics(pid))
             self._requests[pid] = handle
-            items = topic if isinstance(topic, list) else [topic]
-            for item in items:
-                sub = item if isinstance(item, Subscription) else (
-                    Subscription(item, qos) if isinstance(item, str) else Subscription(*item))
-                self._subscriptions[sub.topic] = sub
+            self._asked[pid] = subs  # remembered for reconnects once the broker grants them
         conn.kick()
         return handle
 
     def unsubscribe(self, topic: Union[str, Sequence[str]],
                     properties: Optional[dict] = None) -> RequestHandle:
         conn = self._require_conn()
-        topics = [topic] if isinstance(topic, str) else list(topic)
+        topics = (topic,) if isinstance(topic, str) else tuple(topic)
         with conn.lock:
             pid = self.session.unsubscribe(topics, properties)
             handle = RequestHandle(self, pid, topics)
@@ -466,11 +525,33 @@ class Client(Handler):
         conn.kick()
         return handle
 
-    def _require_conn(self) -> Connection:
+    def message_callback_add(self, topic_filter: str, callback: Callable[[Publish], None]) -> None:
+        """Messages matching ``topic_filter`` go to ``callback`` (instead of ``on_message``;
+        a message matching several filters goes to each of their callbacks)."""
+        validate_topic_filter(topic_filter)
+        self._filters = {**self._filters, topic_filter: callback}  # copy: the loop iterates it
+
+    def message_callback_remove(self, topic_filter: str) -> None:
+        self._filters = {f: cb for f, cb in self._filters.items() if f != topic_filter}
+
+    def auth(self, reason_code: int = 0x18, properties: Optional[dict] = None) -> None:
+        """Send an MQTT 5 AUTH packet (to answer ``on_auth`` during enhanced authentication)."""
+        conn = self._require_conn()
+        with conn.lock:
+            self.session.auth(reason_code, properties)
+        conn.kick()
+
+    def ack(self, message: Publish) -> bool:
+        """``manual_ack=True``: acknowledge a QoS 1/2 message (also ``message.ack()``). False when
+        its connection is gone: the broker will send it again."""
         conn = self._conn
-        if conn is None or self.session.state != CONNECTED:
-            raise NotConnected("not connected")
-        return conn
+        token = getattr(message, "_ack_token", None)
+        if conn is None or token is None:
+            return False
+        with conn.lock:
+            ok = self.session.ack(token[0], token[1])
+        conn.kick()
+        return ok
 
     def messages(self, timeout: Optional[float] = None) -> Iterator[Publish]:
         """Iterate over received messages (pull style). Stops after ``timeout`` seconds without a
@@ -495,31 +576,34 @@ class Client(Handler):
         assert inbox is not None
         if inbox.empty():
             self._loop.run_until(lambda: not inbox.empty() or (
-                self._conn is not None and self._conn.phase == CLOSED), timeout)
+                self._conn is not None and self._conn.closed), timeout)
         return inbox.get_nowait()
 
     # ------------------------------------------------------------------ disconnecting
 
     def disconnect(self, reason_code: int = 0, properties: Optional[dict] = None,
                    timeout: float = 5.0) -> None:
-        """Send DISCONNECT, close the socket, stop the loop thread; fails what cannot complete."""
+        """Send DISCONNECT, close the socket, stop the loop thread. Without a persistent session,
+        what cannot complete any more fails, and the subscriptions are forgotten."""
         conn = self._conn
         if conn is None:
             return
         conn.closing = True
-        if conn.phase != CLOSED:
+        if not conn.closed:
             with conn.lock:
                 self.session.disconnect(reason_code, properties)
-            if conn.phase >= MQTT_CONNECTING:  # a socket to say DISCONNECT on: wait until said
+            if conn.phase is OPEN:  # a socket to say DISCONNECT on: wait until said
                 conn.kick()
-                self._wait_for(lambda: conn.phase == CLOSED, timeout)
-            if conn.phase != CLOSED:
+                self._wait_for(lambda: conn.closed, timeout)
+            if not conn.closed:
                 self._loop.call_soon(lambda: conn.close(None, retry=False))
-                self._wait_for(lambda: conn.phase == CLOSED, 1.0)
+                self._wait_for(lambda: conn.closed, 1.0)
         if self.session.clean_session:
             with conn.lock:
-                failed = self.session.fail_all("disconnected")
-            self._completed(failed)
+                self.session.fail_all("disconnected")
+                completed = self.session.take_completed()
+            self._subscriptions.clear()
+            self._on_events(conn, [], completed)
         self._stop_thread()
 
     def _stop_thread(self) -> None:
@@ -532,80 +616,111 @@ class Client(Handler):
     def close(self) -> None:
         """Drop the connection without DISCONNECT (the broker publishes the will) and stop."""
         conn = self._conn
-        if conn is not None and conn.phase != CLOSED:
+        if conn is not None and not conn.closed:
             conn.closing = True
             self._loop.call_soon(lambda: conn.close(ConnectionLost("closed by the client"), False))
-            self._wait_for(lambda: conn.phase == CLOSED, 5.0)
+            self._wait_for(lambda: conn.closed, 5.0)
         self._stop_thread()
 
     def __enter__(self) -> "Client":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._conn is not None and self._conn.phase != CLOSED:
+        if self._conn is not None and not self._conn.closed:
             self.disconnect()
         else:
             self._stop_thread()
 
-    # ------------------------------------------------------------------ loop callbacks
+    # ------------------------------------------------------------------ from the loop
 
-    def connection_events(self, conn: Connection, events: List[Any]) -> None:
+    def _on_messages(self, messages: List[Any]) -> None:
+        if self.manual_ack:
+            messages = [self._ackable(m) if m.qos else m for m in messages]
+        filters = self._filters
         on_message = self.on_message
         inbox = self._inbox
-        handle_cls = self._handle_cls
-        completed = False
+        for message in messages:
+            if filters:
+                matched = False
+                for topic_filter, callback in filters.items():
+                    if topic_matches(topic_filter, message.topic):
+                        matched = True
+                        self._call(callback, message)
+                if matched:
+                    continue
+            if on_message is not None:
+                try:
+                    on_message(message)
+                except Exception:
+                    log.exception("on_message callback raised")
+            if inbox is not None:
+                inbox.put(message)
+
+    def _ackable(self, message: Publish) -> Publish:
+        wrapped = AckableMessage(message.topic, message.payload, message.qos, message.packet_id,
+                                 message.retain, message.dup, message.properties)
+        wrapped._ack_token = (message.packet_id, self.session.epoch)  # type: ignore[attr-defined]
+        wrapped._client = self  # type: ignore[attr-defined]
+        return wrapped
+
+    def _on_events(self, conn: Connection, events: List[Any], completed: List[Any]) -> None:
         for event in events:
             cls = event.__class__
-            if cls is Publish:
-                if on_message is not None:
+            if cls is Connected:
+                self.connack = event
+                if not event.session_present and self._subscriptions and \
+                        self._connect_result is not None:
+                    # An automatic reconnect without a session: restore the subscriptions.
                     try:
-                        on_message(event)
-                    except Exception:
-                        log.exception("on_message callback raised")
-                if inbox is not None:
-                    inbox.put(event)
-            elif cls is handle_cls or isinstance(event, Outgoing):
-                completed = True
-                if self.on_publish is not None:
-                    self._call(self.on_publish, event)
-            else:
-                completed = True
-                self._control_event(event)
-        if completed:
-            self._notify()
+                        with conn.lock:
+                            self.session.subscribe(list(self._subscriptions.values()))
+                        conn.kick()
+                    except MQTTError:
+                        log.exception("restoring the subscriptions failed")
+                if self._connect_result is None:
+                    self._connect_result = event
+                if self.on_connect is not None:
+                    self._call(self.on_connect, event)
+            elif cls is Subscribed or cls is Unsubscribed:
+                handle = self._requests.pop(event.packet_id, None)
+                asked = self._asked.pop(event.packet_id, None)
+                if asked is not None:
+                    for sub, code in zip(asked, event.reason_codes):
+                        if code < 0x80:
+                            self._subscriptions[sub.topic] = sub
+                if handle is not None:
+                    handle.properties = event.properties
+                    handle.reason_codes = event.reason_codes
+                callback = self.on_subscribe if cls is Subscribed else self.on_unsubscribe
+                if callback is not None:
+                    self._call(callback, event)
+            elif cls is AuthRequest:
+                if self.on_auth is not None:
+                    self._call(self.on_auth, event)
+            elif cls is ConnectionRefused:
+                if self._connect_result is None:
+                    self._connect_result = event
+            elif cls is Disconnected:
+                log.info("connection ended: %s", event.reason)
+        on_publish = self.on_publish
+        if completed and on_publish is not None:
+            for record in completed:
+                self._call(on_publish, record)
+        self._notify()
 
-    def _control_event(self, event: Any) -> None:
-        cls = event.__class__
-        if cls is Connected:
-            self.connected_event = event
-            if not event.session_present and self._subscriptions and self._connect_result:
-                # A reconnect without a session: restore the subscriptions.
-                with self._conn.lock:  # type: ignore[union-attr]
-                    self.session.subscribe(list(self._subscriptions.values()))
-                self._conn.kick()  # type: ignore[union-attr]
+    def _on_closed(self, conn: Connection, event: Disconnected) -> None:
+        if conn is not self._conn:
+            return  # an earlier connection of this client, already replaced
+        if self._connect_result is None and not event.will_reconnect:
             self._connect_result = event
-            if self.on_connect is not None:
-                self._call(self.on_connect, event)
-        elif cls is ConnectionRefused:
-            self._connect_result = event
-        elif cls is Subscribed or cls is Unsubscribed:
-            handle = self._requests.pop(event.packet_id, None)
-            if handle is not None:
-                handle.properties = event.properties
-                handle.reason_codes = event.reason_codes
-            callback = self.on_subscribe if cls is Subscribed else self.on_unsubscribe
-            if callback is not None:
-                self._call(callback, event)
-        elif cls is AuthRequest:
-            if self.on_auth is not None:
-                self._call(self.on_auth, event)
-        elif cls is Disconnected:
-            log.info("broker disconnected: %s", event.reason)
-
-    def _completed(self, records: List[Any]) -> None:
-        if records and self.on_publish is not None:
-            for record in records:
-                self._call(self.on_publish, record)
+        requests, self._requests = self._requests, {}
+        self._asked.clear()
+        for handle in requests.values():
+            handle.error = f"the connection closed before the acknowledgement: {event.reason}"
+        if self.on_disconnect is not None:
+            self._call(self.on_disconnect, event)
+        if not event.will_reconnect and self._inbox is not None:
+            self._inbox.put(None)
         self._notify()
 
     @staticmethod
@@ -615,20 +730,16 @@ class Client(Handler):
         except Exception:
             log.exception("callback %r raised", fn)
 
-    def connection_closed(self, conn: Connection, error: Optional[BaseException],
-                          failed: List[Any], will_retry: bool) -> None:
-        if self._connect_result is None and not will_retry:
-            self._connect_result = error or ConnectionLost("connection closed")
-        self._requests.clear()
-        if self.on_disconnect is not None:
-            self._call(self.on_disconnect, error)
-        self._completed(failed)
-        if not will_retry and self._inbox is not None:
-            self._inbox.put(None)
-        if not will_retry:
-            with self._loop.written:
-                self._loop.written.notify_all()
+
+class AckableMessage(Publish):  # type: ignore[misc, valid-type]
+    """A received QoS 1/2 message under ``manual_ack=True``: call ``ack()`` when done with it."""
+
+    __slots__ = ("_ack_token", "_client")
+
+    def ack(self) -> bool:
+        client: Client = self._client  # type: ignore[attr-defined]
+        return client.ack(self)
 
 
-__all__ = ["BatchHandle", "Client", "Message", "PublishHandle", "RequestHandle", "WrittenHandle",
-           "tls_context"]
+__all__ = ["AckableMessage", "BatchHandle", "Client", "Message", "PublishHandle",
+           "RequestHandle", "WrittenHandle", "tls_context"]

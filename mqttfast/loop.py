@@ -1,20 +1,23 @@
 """The I/O loop: one ``selectors`` loop drives any number of MQTT connections.
 
 The only module that touches sockets. Each ``Connection`` pairs a socket with a sans-IO ``Session``:
-bytes the session queues are written with as few ``send`` calls as possible (everything queued goes
-out in one call), received bytes land in a reusable buffer through ``recv_into``, keep-alive and
-acknowledgement timers live in one heap, TLS handshakes are non-blocking, and a dropped connection
-can come back by itself with exponential backoff and jitter.
+it takes the bytes the session queued (``take_output``) and writes them with as few ``send`` calls
+as possible, reports what the socket accepted (``Session.sent``), feeds received bytes (read into
+one reusable buffer with ``recv_into``) to ``Session.receive``, and hands messages, control events
+and completed publishes to its ``Handler``. The MQTT state is the session's; the connection only
+knows its socket's phase (``TransportState``). Timers live in one heap; TLS handshakes are
+non-blocking; a dropped connection can come back by itself with exponential backoff and jitter.
 
-Threads: the loop runs in one thread. Other threads may change a session under ``conn.lock`` and
-then call ``conn.kick()``, which wakes the loop (once per batch, not once per message).
+Threads: the loop is driven by one thread at a time (``run_once`` from another live thread raises).
+Other threads may change a session under ``conn.lock`` and then call ``conn.kick()``, which wakes
+the loop (once per batch, not once per message); ``call_soon`` runs a function in the loop thread.
 """
 from __future__ import annotations
 
 import errno
 import heapq
-import os
 import logging
+import os
 import random
 import selectors
 import socket
@@ -22,19 +25,41 @@ import ssl
 import threading
 import time
 from collections import deque
+from enum import IntEnum
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from .errors import ConnectionLost, MQTTError, ProtocolError
-from .session import Connected, ConnectionRefused, Disconnected, Session
+from .events import ConnectionRefused, ConnectionState, Connected, Disconnected
+from .session import Session
 
 log = logging.getLogger("mqttfast")
 
 RECV_SIZE = 256 * 1024
 _monotonic = time.monotonic
+_INF = float("inf")
+_CONNECTING = ConnectionState.CONNECTING
+_CONNECTED = ConnectionState.CONNECTED
+_DISCONNECTING = ConnectionState.DISCONNECTING
 
-# Connection phases.
-IDLE, TCP_CONNECTING, TLS_HANDSHAKE, MQTT_CONNECTING, OPEN, CLOSED = range(6)
-_PHASES = ("idle", "tcp connecting", "tls handshake", "mqtt connecting", "open", "closed")
+
+class TransportState(IntEnum):
+    """The socket's phase. Once OPEN, the MQTT state is the session's (``session.state``)."""
+
+    IDLE = 0  # no socket: not opened yet, or waiting to reconnect
+    CONNECTING = 1  # TCP connect in progress
+    HANDSHAKING = 2  # TLS handshake in progress
+    OPEN = 3  # the socket carries MQTT
+    CLOSED = 4  # closed for good
+
+    def __repr__(self) -> str:
+        return f"TransportState.{self.name}"
+
+
+IDLE = TransportState.IDLE
+CONNECTING = TransportState.CONNECTING
+HANDSHAKING = TransportState.HANDSHAKING
+OPEN = TransportState.OPEN
+CLOSED = TransportState.CLOSED
 
 
 class Backoff:
@@ -59,62 +84,60 @@ class Backoff:
 class Handler:
     """What a connection reports to (the Client, the load generator). Called in the loop thread."""
 
-    def connection_events(self, conn: "Connection", events: List[Any]) -> None:
-        """Session events: received ``Publish`` packets, completed ``Outgoing`` records, ..."""
+    def on_messages(self, conn: "Connection", messages: List[Any]) -> None:
+        """Received ``Publish`` packets, in order."""
 
-    def connection_closed(self, conn: "Connection", error: Optional[BaseException],
-                          failed: List[Any], will_retry: bool) -> None:
-        """The socket closed; ``failed`` are publishes that can no longer complete."""
+    def on_events(self, conn: "Connection", events: List[Any], completed: List[Any]) -> None:
+        """Control events (``mqttfast.events``) and completed publish records."""
+
+    def on_closed(self, conn: "Connection", event: Disconnected) -> None:
+        """The connection ended (``event.will_reconnect`` says whether it comes back)."""
+
+    def on_written(self, conn: "Connection") -> None:
+        """The socket accepted bytes (called only while ``conn.notify_writes`` is set)."""
 
 
 class Connection:
     """A socket and its session, with what the loop needs to drive it."""
 
     def __init__(self, loop: "Loop", session: Session, handler: Handler, host: str, port: int, *,
-                 keepalive: int = 60, username: Optional[str] = None,
-                 password: Any = None, will: Any = None, properties: Optional[dict] = None,
                  ssl_context: Optional[ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None, connect_timeout: float = 10.0,
-                 reconnect: Optional[Backoff] = None,
+                 reconnect: Optional[Backoff] = None, retry_first: bool = False,
                  source_address: Optional[Tuple[str, int]] = None) -> None:
         self.loop = loop
         self.session = session
         self.handler = handler
         self.host = host
         self.port = port
-        self.keepalive = keepalive
-        self.username = username
-        self.password = password
-        self.will = will
-        self.properties = properties
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname if server_hostname is not None else host
         self.connect_timeout = connect_timeout
         self.reconnect = reconnect
+        self.retry_first = retry_first  # reconnect even before the first CONNACK
         self.source_address = source_address
         self.lock = threading.Lock()  # guards ``session`` against other threads
         self.sock: Optional[socket.socket] = None
         self.phase = IDLE
         self.closing = False  # the user asked to close: no reconnect
+        self.was_connected = False  # a CONNACK accepted on some connection
         self.attempt = 0  # reconnect attempts since the last successful CONNACK
         self.error: Optional[BaseException] = None
-        self.bytes_sent = 0  # session bytes handed to the socket (QoS 0 completion marks)
-        self.takes = 0  # how many times the loop took the session's buffer (under ``lock``)
-        self.lost: List[Tuple[int, int]] = []  # ranges of session bytes lost with a connection
+        self.notify_writes = False  # someone waits for bytes to be written: call on_written
         self.connected_at = 0.0  # when CONNACK arrived
         self.started_at = 0.0  # when the current connection attempt began
-        self._wbuf = bytearray()
+        self._wbuf = bytearray()  # taken from the session, not yet accepted by the socket
         self._woff = 0
         self._want_write = False
         self._dirty = False
-        self._timer_at = float("inf")
-        self._connect_deadline = float("inf")
-        self._retry_at = float("inf")
-        self._events = 0
+        self._timer_at = _INF
+        self._connect_deadline = _INF
+        self._retry_at = _INF
         self._addrs: List[Any] = []
 
     def __repr__(self) -> str:
-        return f"<Connection {self.session.client_id!r} {self.host}:{self.port} {_PHASES[self.phase]}>"
+        return (f"<Connection {self.session.client_id!r} {self.host}:{self.port} "
+                f"{self.phase.name} {self.session.state.name}>")
 
     # ------------------------------------------------------------------ called from any thread
 
@@ -122,45 +145,38 @@ class Connection:
         """The session has new bytes to send: have the loop flush them (cheap when already due)."""
         if not self._dirty:
             self._dirty = True
-            self.loop._dirty.append(self)
-            if self.loop.sleeping and self.loop._thread_id != threading.get_ident():
-                self.loop.wake()
+            loop = self.loop
+            loop._dirty.append(self)
+            if loop.sleeping and loop._owner_id != threading.get_ident():
+                loop.wake()
 
-    def is_written(self, mark: int) -> Optional[bool]:
-        """Whether session bytes up to ``mark`` reached the socket: True, False (lost with a
-        dropped connection), or None (not yet)."""
-        for start, end in self.lost:
-            if start < mark <= end:
-                return False
-        return True if self.bytes_sent >= mark else None
+    @property
+    def closed(self) -> bool:
+        return self.phase is CLOSED
 
     # ------------------------------------------------------------------ loop thread only
 
     def open(self) -> None:
         """Start a (re)connection: resolve, connect without blocking, then TLS and CONNECT."""
-        self.phase = TCP_CONNECTING
+        if self.phase is CLOSED:
+            return
+        self.phase = CONNECTING
         self.error = None
         now = _monotonic()
         self.started_at = now
         self._connect_deadline = now + self.connect_timeout
-        self.loop._schedule(self, self._connect_deadline)
+        self._rearm()
         try:
             self._addrs = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            self._failed(ConnectionLost(f"cannot resolve {self.host}:{self.port}: {exc}"))
+            self.close(ConnectionLost(f"cannot resolve {self.host}:{self.port}: {exc}"))
             return
         self._connect_next(None)
 
     def _connect_next(self, last_error: Optional[str]) -> None:
         """Try the next resolved address (a name may resolve to ::1 and 127.0.0.1, and the broker
         may listen on only one of them); fail with the last error when none is left."""
-        if self.sock is not None:
-            try:
-                self.loop.selector.unregister(self.sock)
-            except (KeyError, ValueError):
-                pass
-            self.sock.close()
-            self.sock = None
+        self._drop_socket()
         while self._addrs:
             family, kind, proto, _, addr = self._addrs.pop(0)
             try:
@@ -175,7 +191,7 @@ class Connection:
                     sock.bind(self.source_address)
                 except OSError as exc:
                     sock.close()
-                    self._failed(ConnectionLost(f"cannot bind to {self.source_address}: {exc}"))
+                    self.close(ConnectionLost(f"cannot bind to {self.source_address}: {exc}"))
                     return
             code = sock.connect_ex(addr)
             if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
@@ -186,12 +202,16 @@ class Connection:
             self.loop.selector.register(sock, selectors.EVENT_WRITE, self)
             self._want_write = True
             return
-        self._failed(ConnectionLost(f"cannot connect to {self.host}:{self.port}: {last_error}"))
+        self.close(ConnectionLost(f"cannot connect to {self.host}:{self.port}: {last_error}"))
 
-    def _failed(self, error: BaseException) -> None:
-        """A connection attempt failed before CONNACK (resolve, connect, TLS): close the socket,
-        then retry or give up as the reconnect policy says."""
-        self.close(error)
+    def _drop_socket(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                self.loop.selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
 
     def _tcp_connected(self) -> None:
         assert self.sock is not None
@@ -201,11 +221,15 @@ class Connection:
             return
         if self.ssl_context is not None:
             self.loop.selector.unregister(self.sock)
-            self.sock = self.ssl_context.wrap_socket(
-                self.sock, server_hostname=self.server_hostname, do_handshake_on_connect=False)
+            try:
+                self.sock = self.ssl_context.wrap_socket(
+                    self.sock, server_hostname=self.server_hostname, do_handshake_on_connect=False)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                self.close(ConnectionLost(f"TLS setup for {self.host}:{self.port} failed: {exc}"))
+                return
             self.loop.selector.register(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
                                         self)
-            self.phase = TLS_HANDSHAKE
+            self.phase = HANDSHAKING
             self._handshake()
         else:
             self._start_mqtt()
@@ -221,7 +245,7 @@ class Connection:
             self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
-            self._failed(ConnectionLost(f"TLS handshake with {self.host}:{self.port} failed: {exc}"))
+            self.close(ConnectionLost(f"TLS handshake with {self.host}:{self.port} failed: {exc}"))
             return
         self._start_mqtt()
 
@@ -231,10 +255,9 @@ class Connection:
         self.loop.selector.modify(self.sock, events, self)
 
     def _start_mqtt(self) -> None:
-        self.phase = MQTT_CONNECTING
+        self.phase = OPEN
         with self.lock:
-            self.session.connect(_monotonic(), self.keepalive, self.username, self.password,
-                                 self.will, self.properties)
+            self.session.start(_monotonic())
         self._set_events(selectors.EVENT_READ)
         self.flush()
 
@@ -242,10 +265,10 @@ class Connection:
         """Write everything the session queued, in as few ``send`` calls as the socket allows.
 
         The session's buffer is taken only once the previous one is fully written, so data the
-        socket cannot take yet stays in ``session.out``, where publishers see it (back-pressure).
+        socket cannot take yet stays in the session, where publishers see it (back-pressure).
         """
         self._dirty = False
-        if self.phase < MQTT_CONNECTING or self.phase == CLOSED:
+        if self.phase is not OPEN:
             return
         session = self.session
         sock = self.sock
@@ -255,9 +278,7 @@ class Connection:
                 if not session.out:
                     break
                 with self.lock:
-                    self._wbuf = session.out
-                    session.out = bytearray()
-                    self.takes += 1
+                    self._wbuf = session.take_output()
                 self._woff = 0
             try:
                 with memoryview(self._wbuf) as view:
@@ -267,12 +288,12 @@ class Connection:
             except OSError as exc:
                 self.close(ConnectionLost(f"send failed: {exc}"))
                 return
-            self._woff += sent
-            self.bytes_sent += sent
             if sent:
-                session.last_sent = _monotonic()
-                if self.loop.write_waiters:
-                    self.loop._written(self)
+                self._woff += sent
+                with self.lock:
+                    session.sent(sent, _monotonic())
+                if self.notify_writes:
+                    self.handler.on_written(self)
             if self._woff < len(self._wbuf):
                 if not self._want_write:
                     self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
@@ -280,39 +301,36 @@ class Connection:
         else:
             if session.out:
                 self.kick()  # more arrived meanwhile: next iteration, after reading
+        if session.completed:
+            self._report([])
         if self._woff >= len(self._wbuf):
             if self._wbuf:
                 self._wbuf = bytearray()
                 self._woff = 0
-            if self._want_write and self.phase >= MQTT_CONNECTING and not session.out:
+            if self._want_write and not session.out:
                 self._set_events(selectors.EVENT_READ)
-            if self.closing and session.state != "connected" and not session.out:
+            if session.state is _DISCONNECTING and not session.out:
                 self.close(None, retry=False)  # the DISCONNECT is out
                 return
-        if session.ack_timeout is not None and self.phase == OPEN:
-            self._reschedule()  # a new publish may time out before the current timer
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes queued and not yet written: the session's buffer plus the unsent rest."""
-        return len(self.session.out) + len(self._wbuf) - self._woff
+        self._rearm()  # a new publish may time out before the current timer
 
     def on_ready(self, mask: int) -> None:
         phase = self.phase
-        if phase == OPEN or phase == MQTT_CONNECTING:
+        if phase is OPEN:
             if mask & selectors.EVENT_READ:
                 self._read()
-            if mask & selectors.EVENT_WRITE and self.phase in (OPEN, MQTT_CONNECTING):
+            if mask & selectors.EVENT_WRITE and self.phase is OPEN:
                 self.flush()
-        elif phase == TCP_CONNECTING:
+        elif phase is CONNECTING:
             self._tcp_connected()
-        elif phase == TLS_HANDSHAKE:
+        elif phase is HANDSHAKING:
             self._handshake()
 
     def _read(self) -> None:
         sock = self.sock
         assert sock is not None
         loop = self.loop
+        session = self.session
         while True:
             try:
                 n = sock.recv_into(loop.rbuf)
@@ -324,108 +342,122 @@ class Connection:
             if not n:
                 self.close(ConnectionLost("the broker closed the connection"))
                 return
-            now = _monotonic()
             try:
                 with self.lock:
-                    events = self.session.receive(loop.rview[:n], now)
+                    messages = session.receive(loop.rview[:n], _monotonic())
             except MQTTError as exc:
                 self.close(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
                 return
-            if events:
-                self._dispatch(events, now)
-                if self.phase == CLOSED:
+            if session.events or session.completed:
+                if not self._report(messages):
                     return
-            if self.session.out:
+            elif messages:
+                self.handler.on_messages(self, messages)
+            if session.out:
                 self.flush()
+            if self.phase is not OPEN:
+                return
             # TLS may hold decrypted bytes that select() will not report.
             if not (self.ssl_context is not None and sock.pending()):  # type: ignore[attr-defined]
                 return
 
-    def _dispatch(self, events: List[Any], now: float) -> None:
+    def _report(self, messages: List[Any]) -> bool:
+        """Hand control events and completions (then messages) to the handler; act on the
+        events that change the connection. False when the connection closed."""
+        session = self.session
+        with self.lock:
+            events = session.take_events()
+            completed = session.take_completed()
+        end: Any = None
         for event in events:
             cls = event.__class__
             if cls is Connected:
-                self.phase = OPEN
                 self.attempt = 0
-                self.connected_at = now
-                self._connect_deadline = float("inf")
-                self._reschedule()
-            elif cls is ConnectionRefused:
-                self.handler.connection_events(self, events)
-                self.closing = True  # a refusal is an answer, not a glitch: do not retry
-                self.close(None)
-                return
-            elif cls is Disconnected:
-                self.handler.connection_events(self, events)
-                self.close(ConnectionLost(f"the broker disconnected: {event.reason}"))
-                return
-        self.handler.connection_events(self, events)
+                self.was_connected = True
+                self.connected_at = _monotonic()
+                self._connect_deadline = _INF
+            elif cls is ConnectionRefused or cls is Disconnected:
+                end = event
+        self.handler.on_events(self, events, completed)
+        if messages:
+            self.handler.on_messages(self, messages)
+        if end is None:
+            if events:
+                self._rearm()
+            return True
+        if end.__class__ is ConnectionRefused:
+            self.closing = True  # a refusal is an answer, not a glitch: do not retry
+            self.close(ConnectionLost(f"connection refused: {end.reason}"), cause=end)
+        elif end.by_server:
+            self.close(ConnectionLost(f"the broker disconnected: {end.reason}"), cause=end)
+        else:  # keep-alive timeout, found by the session
+            self.close(ConnectionLost(end.reason), cause=end)
+        return False
 
-    def _reschedule(self) -> None:
-        deadline = self.session.next_deadline()
-        if deadline is not None:
+    def _rearm(self) -> None:
+        """Arm the timer for whatever this connection waits for next."""
+        phase = self.phase
+        if phase is OPEN and self.session.state is _CONNECTED:
+            deadline = self.session.next_deadline()
+        elif phase is IDLE:
+            deadline = self._retry_at
+        elif phase is CLOSED:
+            return
+        else:  # TCP connect, TLS handshake, or waiting for CONNACK
+            deadline = self._connect_deadline
+        if deadline is not None and deadline < self._timer_at:
             self.loop._schedule(self, deadline)
 
     def on_timer(self, now: float) -> None:
-        if self.phase in (TCP_CONNECTING, TLS_HANDSHAKE, MQTT_CONNECTING):
-            if now >= self._connect_deadline:
-                self.close(ConnectionLost(f"no CONNACK from {self.host}:{self.port} within "
-                                          f"{self.connect_timeout:g} s"))
-            else:
-                self.loop._schedule(self, self._connect_deadline)
-            return
-        if self.phase == IDLE and now >= self._retry_at:
-            self._retry_at = float("inf")
-            self.open()
-            return
-        if self.phase != OPEN:
-            return
-        with self.lock:
-            events = self.session.tick(now)
-        if events:
-            for event in events:
-                if event.__class__ is Disconnected:
-                    self.close(ConnectionLost(event.reason))
+        phase = self.phase
+        if phase is IDLE:
+            if now >= self._retry_at:
+                self._retry_at = _INF
+                self.open()
+                return
+        elif phase is OPEN and self.session.state is _CONNECTED:
+            with self.lock:
+                self.session.tick(now)
+            if self.session.events or self.session.completed:
+                if not self._report([]):
                     return
-            self.handler.connection_events(self, events)
-        if self.session.out:
-            self.flush()
-        self._reschedule()
-
-    def close(self, error: Optional[BaseException], retry: bool = True) -> None:
-        """Close the socket; report failed publishes; reconnect later when the policy says so."""
-        if self.phase == CLOSED:
+            if self.session.out:
+                self.flush()
+        elif phase is not CLOSED and now >= self._connect_deadline:
+            self.close(ConnectionLost(f"no CONNACK from {self.host}:{self.port} within "
+                                      f"{self.connect_timeout:g} s"))
             return
-        if self.phase == IDLE and self.sock is None:
+        self._rearm()  # always: a superseded timer must not leave the connection unarmed
+
+    def close(self, error: Optional[BaseException], retry: bool = True,
+              cause: Any = None) -> None:
+        """Close the socket; report what failed; reconnect later when the policy says so.
+        ``error`` is the local cause (None: the application asked), ``cause`` the session's
+        event that ended it (a refusal, a DISCONNECT from the broker, a keep-alive timeout)."""
+        if self.phase is CLOSED:
+            return
+        if self.phase is IDLE and self.sock is None:
             if retry and not self.closing:
                 return  # already down and waiting to reconnect
             # Waiting to reconnect (or never opened) and told to stop: give up now, not at the
             # next attempt.
-            self._retry_at = float("inf")
+            self._retry_at = _INF
             self.phase = CLOSED
             self.loop._closed(self)
-            self.handler.connection_closed(self, error, [], False)
+            self.handler.on_closed(self, _ending(error, cause, False))
             return
-        sock, self.sock = self.sock, None
-        if sock is not None:
-            try:
-                self.loop.selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            sock.close()
+        self._drop_socket()
         self.error = error
         with self.lock:
-            self.takes += 1  # the session's buffer is dropped: QoS 0 handles start afresh
-            unsent = len(self.session.out) + len(self._wbuf) - self._woff
-            if unsent:
-                self.lost.append((self.bytes_sent, self.bytes_sent + unsent))
-                self.bytes_sent += unsent  # later marks count from after the lost range
-            failed = self.session.connection_lost(str(error) if error else "closed")
+            self.session.connection_lost(str(error) if error else "disconnected")
+            completed = self.session.take_completed()
+            events = self.session.take_events()
         self._wbuf = bytearray()
         self._woff = 0
         self._want_write = False
         delay = None
-        if retry and not self.closing and self.reconnect is not None:
+        if retry and not self.closing and self.reconnect is not None and (
+                self.was_connected or self.retry_first):
             delay = self.reconnect.delay(self.attempt)
         if delay is None:
             self.phase = CLOSED
@@ -434,10 +466,25 @@ class Connection:
             self.phase = IDLE
             self.attempt += 1
             self._retry_at = _monotonic() + delay
-            self.loop._schedule(self, self._retry_at)
+            self._rearm()
             log.info("connection to %s:%s lost (%s); reconnecting in %.2f s",
                      self.host, self.port, error, delay)
-        self.handler.connection_closed(self, error, failed, delay is not None)
+        if completed or events:
+            self.handler.on_events(self, events, completed)
+        self.handler.on_closed(self, _ending(error, cause, delay is not None))
+
+
+def _ending(error: Optional[BaseException], cause: Any, will_reconnect: bool) -> Disconnected:
+    """The ``Disconnected`` event that tells the application how a connection ended."""
+    if cause is not None and cause.__class__ is Disconnected:
+        return Disconnected(cause.reason_code, cause.reason, cause.properties, cause.by_server,
+                            error, will_reconnect)
+    if cause is not None:  # refused
+        return Disconnected(cause.reason_code, cause.reason, cause.properties, False, error,
+                            will_reconnect)
+    if error is None:
+        return Disconnected(0, "disconnected by the client", None, False, None, will_reconnect)
+    return Disconnected(0x80, str(error), None, False, error, will_reconnect)
 
 
 class TimerHandle:
@@ -447,7 +494,7 @@ class TimerHandle:
 
     def __init__(self, fn: Callable[[], None]) -> None:
         self.fn = fn
-        self._timer_at = float("inf")
+        self._timer_at = _INF
 
     def cancel(self) -> None:
         self._timer_at = -1.0  # no heap entry matches it any more
@@ -457,14 +504,14 @@ class TimerHandle:
 
 
 class Loop:
-    """A ``selectors`` event loop for MQTT connections, run by one thread."""
+    """A ``selectors`` event loop for MQTT connections, driven by one thread at a time."""
 
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
         self.rbuf = bytearray(RECV_SIZE)
         self.rview = memoryview(self.rbuf)
         self.connections: set = set()
-        self._timers: List[Tuple[float, int, Connection]] = []
+        self._timers: List[Tuple[float, int, Any]] = []
         self._seq = 0
         self._dirty: Deque[Connection] = deque()
         self._calls: Deque[Callable[[], None]] = deque()
@@ -472,11 +519,10 @@ class Loop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._thread_id: Optional[int] = None  # set by the thread that runs the loop
+        self._owner: Optional[threading.Thread] = None  # the thread driving the loop
+        self._owner_id: Optional[int] = None
         self._stopping = False
         self.sleeping = False  # inside select(): other threads must wake us
-        self.written = threading.Condition()  # notified after flushes, when someone waits
-        self.write_waiters = 0
 
     def add(self, conn: Connection) -> Connection:
         self.connections.add(conn)
@@ -486,13 +532,13 @@ class Loop:
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the loop thread (safe from any thread)."""
         self._calls.append(fn)
-        if self.sleeping and self._thread_id != threading.get_ident():
+        if self.sleeping and self._owner_id != threading.get_ident():
             self.wake()
 
     def call_at(self, when: float, fn: Callable[[], None]) -> TimerHandle:
         """Run ``fn`` in the loop thread at ``time.monotonic()`` time ``when`` (loop thread only)."""
         handle = TimerHandle(fn)
-        self._schedule(handle, when)  # type: ignore[arg-type]
+        self._schedule(handle, when)
         return handle
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> TimerHandle:
@@ -504,27 +550,41 @@ class Loop:
         except (BlockingIOError, OSError):
             pass  # a wake-up is already pending
 
-    def _schedule(self, conn: Connection, when: float) -> None:
-        if when < conn._timer_at:
-            conn._timer_at = when
-            self._seq += 1
-            heapq.heappush(self._timers, (when, self._seq, conn))
+    def in_loop_thread(self) -> bool:
+        return self._owner_id == threading.get_ident()
 
-    def _written(self, conn: Connection) -> None:
-        if self.write_waiters:
-            with self.written:
-                self.written.notify_all()
+    def _schedule(self, target: Any, when: float) -> None:
+        if when < target._timer_at:
+            target._timer_at = when
+            self._seq += 1
+            heapq.heappush(self._timers, (when, self._seq, target))
 
     def _closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        self._written(conn)
+
+    def _claim(self) -> None:
+        """The calling thread drives the loop; another live thread driving it is a bug."""
+        me = threading.current_thread()
+        owner = self._owner
+        if owner is not me:
+            if owner is not None and owner.is_alive():
+                raise RuntimeError(f"this Loop is driven by thread {owner.name!r}; "
+                                   f"{me.name!r} must not drive it too")
+            self._owner = me
+            self._owner_id = me.ident
+
+    def release(self) -> None:
+        """Let another thread drive the loop (called by the thread that drove it)."""
+        if self._owner is threading.current_thread():
+            self._owner = None
+            self._owner_id = None
 
     def run_once(self, timeout: Optional[float] = None,
                  done: Optional[Callable[[], bool]] = None) -> None:
         """One iteration: run queued calls, flush, wait for I/O up to ``timeout``, handle it all.
-        When ``done()`` is already true after the flush (a DISCONNECT written and the socket
-        closed), do not wait."""
-        self._thread_id = threading.get_ident()
+        When ``done()`` is already true after the flush, do not wait."""
+        if self._owner_id != threading.get_ident():
+            self._claim()
         calls = self._calls
         for _ in range(len(calls)):  # only those queued before now: a callback may queue more
             calls.popleft()()
@@ -557,11 +617,11 @@ class Loop:
             now = _monotonic()
             timers = self._timers
             while timers and timers[0][0] <= now:
-                when, _, conn = heapq.heappop(timers)
-                if when != conn._timer_at:
-                    continue  # superseded by an earlier deadline
-                conn._timer_at = float("inf")
-                conn.on_timer(now)
+                when, _, target = heapq.heappop(timers)
+                if when != target._timer_at:
+                    continue  # superseded by an earlier deadline, or cancelled
+                target._timer_at = _INF
+                target.on_timer(now)
 
     def run_until(self, done: Callable[[], bool], timeout: Optional[float] = None) -> bool:
         """Run until ``done()`` is true (returns True) or ``timeout`` seconds pass (False)."""
@@ -579,8 +639,11 @@ class Loop:
     def run_forever(self) -> None:
         """Run until ``stop()`` is called (from any thread)."""
         self._stopping = False
-        while not self._stopping:
-            self.run_once(1.0)
+        try:
+            while not self._stopping:
+                self.run_once(1.0)
+        finally:
+            self.release()
 
     def stop(self) -> None:
         self._stopping = True
@@ -593,3 +656,7 @@ class Loop:
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+__all__ = ["Backoff", "CLOSED", "CONNECTING", "Connection", "HANDSHAKING", "Handler", "IDLE",
+           "Loop", "OPEN", "TimerHandle", "TransportState"]

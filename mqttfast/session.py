@@ -1,15 +1,22 @@
 """The sans-IO MQTT session: packet ids, the inflight window, QoS 1/2 flows, keep-alive, MQTT 5.
 
 Like h11's ``Connection``, it never touches a socket or a clock: user intents and received bytes go
-in, bytes to send (``out``) and events come out, and the time is passed in as ``now``. The loop above
-moves ``out`` to the socket and reports what it sent.
+in, the time is passed in as ``now``, and three things come out, each owned here:
 
-Events returned by ``receive`` / ``tick``: a received ``Publish`` packet (delivered once, even when a
-QoS 2 message is re-sent), a completed ``Outgoing`` record (success or failure), and the small event
-classes below.
+- ``out``, the outgoing byte stream (a codec ``WriteBuffer``). Only the session writes to it; the
+  loop takes bytes with ``take_output()`` and reports what the socket accepted with ``sent()``. A
+  QoS 0 publish is complete when the stream position after it has been sent: ``written(mark)``.
+  Positions run on across connections, so a new connection cannot desynchronise them.
+- received messages, returned by ``receive()``;
+- control events (``events``: Connected, Subscribed, Disconnected, ... from ``mqttfast.events``)
+  and completed publish records (``completed``), which the owner drains with ``take_events()`` /
+  ``take_completed()`` after each call.
+
+The CONNECT parameters and the connection state machine (``ConnectionState``) live here too.
 """
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
@@ -32,33 +39,53 @@ from .codec import (
     UnsubAck,
     Unsubscribe,
     Will,
-    append_publish,
+    WriteBuffer,
     encode,
-    encode_ack,
     encode_publish,
 )
 from .constants import MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
-from .errors import NotConnected, PayloadTooLarge, ProtocolError, QueueFull
+from .errors import InvalidTopic, NotConnected, PayloadTooLarge, ProtocolError, QueueFull
+from .events import (
+    TRANSITIONS,
+    AuthRequest,
+    Connected,
+    ConnectionRefused,
+    ConnectionState,
+    Disconnected,
+    PublishState,
+    Subscribed,
+    Unsubscribed,
+)
 from .store import MemoryStore
 
 log = logging.getLogger("mqttfast")
 
-# Connection states.
-DISCONNECTED, CONNECTING, CONNECTED = "disconnected", "connecting", "connected"
+DISCONNECTED = ConnectionState.DISCONNECTED
+CONNECTING = ConnectionState.CONNECTING
+CONNECTED = ConnectionState.CONNECTED
+DISCONNECTING = ConnectionState.DISCONNECTING
 
-# Outgoing record states.
-QUEUED, WAIT_PUBACK, WAIT_PUBREC, WAIT_PUBCOMP, DONE, FAILED = range(6)
+QUEUED = PublishState.QUEUED
+WAIT_PUBACK = PublishState.WAIT_PUBACK
+WAIT_PUBREC = PublishState.WAIT_PUBREC
+WAIT_PUBCOMP = PublishState.WAIT_PUBCOMP
+DONE = PublishState.DONE
+FAILED = PublishState.FAILED
+
+_PUBACK, _PUBREC, _PUBREL, _PUBCOMP = (PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL,
+                                       PacketType.PUBCOMP)
+_PINGREQ = b"\xc0\x00"
+# Rough wire size of a queued QoS 0 message beyond topic and payload (header, lengths, id).
+_QUEUED_OVERHEAD = 8
 
 
 class Outgoing:
-    """One outgoing QoS 1/2 publish (or a QoS 0 one queued while offline) and its outcome.
-
-    The client layer subclasses it to add waiting; the session only sets ``state``, ``reason_code``
-    and ``error`` and returns the record as an event when it completes.
-    """
+    """One outgoing publish that is tracked until it completes: QoS 1/2, or QoS 0 queued while
+    not connected. The client layer subclasses it to add waiting; the session only sets ``state``,
+    ``reason_code`` and ``error``, and reports it in ``completed`` when it is done."""
 
     __slots__ = ("topic", "payload", "qos", "retain", "properties", "packet_id", "state",
-                 "deadline", "attempts", "reason_code", "error", "__weakref__")
+                 "deadline", "attempts", "reason_code", "error", "mark", "__weakref__")
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool = False,
                  properties: Optional[dict] = None) -> None:
@@ -73,6 +100,7 @@ class Outgoing:
         self.attempts = 0
         self.reason_code = 0
         self.error: Optional[str] = None
+        self.mark = 0  # QoS 0: stream position after its bytes, once written into ``out``
 
     @property
     def done(self) -> bool:
@@ -83,82 +111,74 @@ class Outgoing:
         return self.state == DONE
 
     def __repr__(self) -> str:
-        state = ("queued", "wait PUBACK", "wait PUBREC", "wait PUBCOMP", "done", "failed")[self.state]
-        return f"<Outgoing {self.topic!r} qos={self.qos} id={self.packet_id} {state}>"
-
-
-class Connected:
-    __slots__ = ("session_present", "properties")
-
-    def __init__(self, session_present: bool, properties: Optional[dict]) -> None:
-        self.session_present = session_present
-        self.properties = properties
-
-
-class ConnectionRefused:
-    __slots__ = ("reason_code", "reason", "properties")
-
-    def __init__(self, reason_code: int, reason: str, properties: Optional[dict]) -> None:
-        self.reason_code = reason_code
-        self.reason = reason
-        self.properties = properties
-
-
-class Subscribed:
-    __slots__ = ("packet_id", "topics", "reason_codes", "properties")
-
-    def __init__(self, packet_id: int, topics: List[str], reason_codes: List[int],
-                 properties: Optional[dict]) -> None:
-        self.packet_id = packet_id
-        self.topics = topics
-        self.reason_codes = reason_codes
-        self.properties = properties
-
-
-class Unsubscribed(Subscribed):
-    __slots__ = ()
-
-
-class Disconnected:
-    """The connection ended: the broker's DISCONNECT (MQTT 5), a keep-alive timeout, or an error."""
-
-    __slots__ = ("reason_code", "reason", "properties")
-
-    def __init__(self, reason_code: int, reason: str, properties: Optional[dict] = None) -> None:
-        self.reason_code = reason_code
-        self.reason = reason
-        self.properties = properties
-
-
-class AuthRequest:
-    """An MQTT 5 AUTH packet from the broker (enhanced authentication)."""
-
-    __slots__ = ("reason_code", "properties")
-
-    def __init__(self, reason_code: int, properties: Optional[dict]) -> None:
-        self.reason_code = reason_code
-        self.properties = properties
+        return (f"<{type(self).__name__} {self.topic!r} qos={self.qos} id={self.packet_id} "
+                f"{self.state.name}>")
 
 
 SubscriptionArg = Union[str, Tuple[str, int], Subscription]
 
 
+def subscriptions_from(topics: Any, qos: int = 0) -> List[Subscription]:
+    """Normalise what ``subscribe`` accepts: a filter, a ``(filter, qos)`` pair, a
+    ``Subscription``, or a list or tuple of those (a tuple of filters is a list of filters)."""
+    if isinstance(topics, (str, Subscription)):
+        topics = [topics]
+    elif isinstance(topics, tuple) and len(topics) == 2 and isinstance(topics[0], str) \
+            and isinstance(topics[1], int) and not isinstance(topics[1], bool):
+        topics = [topics]  # ("filter", qos)
+    elif not isinstance(topics, (list, tuple)):
+        raise TypeError(f"subscribe takes a filter, (filter, qos), a Subscription or a list of "
+                        f"them, not {type(topics).__name__}")
+    subs = []
+    for item in topics:
+        if isinstance(item, str):
+            subs.append(Subscription(item, qos))
+        elif isinstance(item, Subscription):
+            subs.append(item)
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            subs.append(Subscription(item[0], item[1]))
+        else:
+            raise TypeError(f"not a subscription: {item!r} (a filter, (filter, qos) or a "
+                            f"Subscription)")
+    if not subs:
+        raise ValueError("subscribe needs at least one filter")
+    for sub in subs:
+        if sub.qos.__class__ is not int or not 0 <= sub.qos <= 2:
+            raise ValueError(f"qos must be 0, 1 or 2, got {sub.qos!r} for {sub.topic!r}")
+    return subs
+
+
+def check_qos(qos: Any) -> int:
+    if qos.__class__ is not int:
+        raise TypeError(f"qos must be an int 0, 1 or 2, not {type(qos).__name__}")
+    if not 0 <= qos <= 2:
+        raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
+    return qos
+
+
 class Session:
-    """Protocol state of one MQTT client connection, kept across reconnects.
+    """Protocol state of one MQTT client, kept across reconnects.
 
     ``max_inflight`` caps unacknowledged QoS 1/2 publishes (further capped by the broker's MQTT 5
     Receive Maximum; default 65535 for MQTT 5, 20 before it, where brokers cannot announce a
     limit); up to ``max_queued`` more wait in a queue, beyond which ``publish`` raises
-    ``QueueFull``. ``ack_timeout`` (seconds) re-sends an unacknowledged publish with DUP set, at most
-    ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live connection), and then
-    completes it as failed.
+    ``QueueFull``. QoS 0 messages published while not connected are queued too, within
+    ``max_buffer`` bytes. ``ack_timeout`` (seconds) re-sends an unacknowledged publish with DUP
+    set, at most ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live
+    connection), and then completes it as failed. ``manual_ack``: incoming QoS 1/2 messages are
+    acknowledged only by ``ack()``.
     """
 
     def __init__(self, client_id: str = "", protocol: int = 4, clean_session: bool = True, *,
+                 keepalive: int = 60, username: Optional[str] = None,
+                 password: Union[str, bytes, None] = None, will: Optional[Will] = None,
+                 properties: Optional[dict] = None,
                  max_inflight: Optional[int] = None, max_queued: int = 1_000_000,
+                 max_buffer: int = 8 * 1024 * 1024,
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
-                 max_packet_size: Optional[int] = None, store: Optional[MemoryStore] = None) -> None:
+                 max_packet_size: Optional[int] = None, manual_ack: bool = False,
+                 store: Optional[MemoryStore] = None) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
         if max_inflight is None:
@@ -168,127 +188,222 @@ class Session:
             max_inflight = 65535 if protocol == MQTT_5 else 20
         if not 1 <= max_inflight <= 65535:
             raise ValueError(f"max_inflight must be 1..65535, got {max_inflight}")
+        if not isinstance(client_id, str):
+            raise TypeError(f"client_id must be str, not {type(client_id).__name__}")
+        if not client_id and not clean_session and protocol != MQTT_5:
+            # [MQTT-3.1.3-7]: a broker must refuse it; refuse it here, where the caller sees why.
+            raise ValueError("an empty client id needs clean_session=True before MQTT 5 "
+                             "(give a client_id to keep a persistent session)")
         self.client_id = client_id
         self.protocol = protocol
         self.clean_session = clean_session
         self.max_inflight = max_inflight
         self.max_queued = max_queued
+        self.max_buffer = max_buffer
         self.ack_timeout = ack_timeout
         self.max_retries = max_retries
         self.topic_alias_maximum = topic_alias_maximum if protocol == MQTT_5 else 0
         self.outgoing_aliases = outgoing_aliases
         self.max_packet_size = max_packet_size
+        self.manual_ack = manual_ack
         self.store = store if store is not None else MemoryStore()
         self._inflight = self.store.outgoing
         self._pending = self.store.pending
         self._incoming = self.store.incoming
         self._durable = self.store.durable
-        self._control: Dict[int, Tuple[int, List[str]]] = {}  # SUBSCRIBE/UNSUBSCRIBE ids
+        self._control: Dict[int, Tuple[int, Tuple[str, ...]]] = {}  # SUBSCRIBE/UNSUBSCRIBE ids
         self._last_id = 0
         self._timeouts: Deque[Outgoing] = deque()  # in send order, for ack_timeout
         self.state = DISCONNECTED
         # True while a QoS 0 publish is nothing but bytes appended to ``out`` (connected, no
-        # outgoing topic aliases, no broker packet-size limit): the client's fast path.
-        self.plain_qos0 = False
-        self.out = bytearray()  # bytes for the socket; the loop drains it
-        self.queued_bytes = 0  # bytes ever appended to ``out`` (marks QoS 0 completion)
+        # outgoing topic aliases, no broker packet-size limit): the fast path.
+        self._plain_qos0 = False
+        self.out = WriteBuffer()
+        self._sent = 0  # stream position up to which the socket took the bytes
+        self._lost_starts: List[int] = []  # stream ranges lost with a dropped connection
+        self._lost_ends: List[int] = []
+        self._qos0_marks: Deque[Outgoing] = deque()  # queued QoS 0 records written, not yet sent
+        self._queued_bytes = 0  # size of the QoS 0 records waiting in ``_pending``
+        self.events: List[Any] = []
+        self.completed: List[Outgoing] = []
+        self.connack: Optional[Connected] = None
         self.keepalive = 0
         self.last_sent = 0.0
         self.last_received = 0.0
         self.ping_sent_at: Optional[float] = None
         self.broker_properties: Dict[str, Any] = {}
         self._window = max_inflight
-        self._broker_max_packet: Optional[int] = None
+        self._broker_max_packet = 0  # 0: no limit announced
         self._broker_max_qos = 2
         self._aliases_in: Dict[int, str] = {}
-        self._aliases_out: Dict[str, int] = {}
+        self._aliases_out: Dict[str, int] = {}  # topic -> alias the broker knows it by
+        self._alias_topics: Dict[int, str] = {}  # alias -> topic, as the broker maps it now
+        self._alias_next = 1
         self._alias_out_max = 0
+        self._acks_due: Dict[int, List[Any]] = {}  # manual_ack: packet id -> [type, ready]
+        self._epoch = 0  # connections started; tells a stale manual ack from a current one
         self._decoder = StreamDecoder(protocol, max_packet_size)
+        self._connect_packet: Optional[Connect] = None
+        self.configure(keepalive, username, password, will, properties)
 
-    # ------------------------------------------------------------------ connection lifecycle
+    # ------------------------------------------------------------------ CONNECT parameters
 
-    def connect(self, now: float, keepalive: int = 60, username: Optional[str] = None,
-                password: Union[str, bytes, None] = None, will: Optional[Will] = None,
-                properties: Optional[dict] = None) -> None:
-        """Start a connection: queue CONNECT (the loop has just opened the socket)."""
+    def configure(self, keepalive: int = 60, username: Optional[str] = None,
+                  password: Union[str, bytes, None] = None, will: Optional[Will] = None,
+                  properties: Optional[dict] = None) -> None:
+        """Set the CONNECT parameters for the next connections. Everything is checked here, by
+        encoding the CONNECT, so a bad argument raises at the caller's call, not in the loop."""
+        if keepalive.__class__ is not int:
+            raise TypeError(f"keepalive must be an int, not {type(keepalive).__name__}")
+        if self.protocol != MQTT_5 and properties:
+            raise ValueError("CONNECT properties need protocol=5")
         props = dict(properties or {})
         if self.protocol == MQTT_5:
             # The CONNECT's own limits win: they are what the broker is told to respect.
-            self.topic_alias_maximum = props.setdefault("topic_alias_maximum",
-                                                        self.topic_alias_maximum)
-            if not self.topic_alias_maximum:
+            props.setdefault("topic_alias_maximum", self.topic_alias_maximum)
+            if not props["topic_alias_maximum"]:
                 del props["topic_alias_maximum"]
-            if "maximum_packet_size" in props:
-                self.max_packet_size = props["maximum_packet_size"]
-            elif self.max_packet_size:
+            if "maximum_packet_size" not in props and self.max_packet_size:
                 props["maximum_packet_size"] = self.max_packet_size
         packet = Connect(self.client_id, self.protocol, self.clean_session, keepalive, username,
                          password, will, props or None)
-        self.out = bytearray(encode(packet))
-        self.queued_bytes += len(self.out)
-        self._decoder = StreamDecoder(self.protocol, self.max_packet_size)
+        encode(packet)  # raises ValueError / TypeError / InvalidTopic for what cannot be sent
+        self._connect_packet = packet
+        if self.protocol == MQTT_5:
+            self.topic_alias_maximum = props.get("topic_alias_maximum", 0)
+            self.max_packet_size = props.get("maximum_packet_size", self.max_packet_size)
+
+    # ------------------------------------------------------------------ connection lifecycle
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"session cannot go from {self.state!r} to {state!r}")
+        self.state = state
+        self._plain_qos0 = (state == CONNECTED and not self._alias_out_max
+                            and not self._broker_max_packet)
+
+    def start(self, now: float) -> None:
+        """A socket to the broker is open: queue CONNECT (first in the stream of this connection)."""
+        packet = self._connect_packet
+        assert packet is not None
         self._set_state(CONNECTING)
-        self.keepalive = keepalive
+        self._epoch += 1
+        self.out.write(encode(packet))
+        self._decoder = StreamDecoder(self.protocol, self.max_packet_size)
+        self.keepalive = packet.keepalive
         self.last_sent = self.last_received = now
         self.ping_sent_at = None
         self._aliases_in.clear()
         self._aliases_out.clear()
+        self._alias_topics.clear()
+        self._alias_next = 1
         self._alias_out_max = 0
+        self._broker_max_packet = 0
+        self._acks_due.clear()
         if self.clean_session:
             self._incoming.clear()
 
-    def connection_lost(self, reason: str = "connection lost") -> List[Any]:
-        """The socket is gone. Returns the publishes that fail with it (none if the session persists)."""
-        self._set_state(DISCONNECTED)
-        self.out = bytearray()
+    def connection_lost(self, reason: str = "connection lost") -> None:
+        """The socket is gone. What was not sent is lost with it; publishes that can no longer
+        complete (all of them without a persistent session) go to ``completed`` as failed."""
+        if self.state != DISCONNECTED:
+            self._set_state(DISCONNECTED)
+        out = self.out
+        if out.position > self._sent:
+            self._lost_starts.append(self._sent)
+            self._lost_ends.append(out.position)
+        out.discard()
+        self._sent = out.position
         self.ping_sent_at = None
         self._control.clear()
+        self._acks_due.clear()
+        marks = self._qos0_marks
+        while marks:
+            record = marks.popleft()
+            self._fail(record, f"{reason} before the message was written")
         for record in self._inflight.values():
             if record.state == WAIT_PUBACK or record.state == WAIT_PUBREC:
                 record.attempts = 0
-        if not self.clean_session:
-            return []
-        # Without a persistent session nobody will ever acknowledge these: fail them now.
-        return self.fail_all(reason)
+        if self.clean_session:
+            # Without a persistent session nobody will ever acknowledge these.
+            self.fail_all(reason)
 
-    def fail_all(self, reason: str) -> List[Any]:
-        """Complete every unacknowledged or queued publish as failed (client closing for good)."""
-        failed: List[Any] = []
+    def fail_all(self, reason: str) -> None:
+        """Complete every unacknowledged or queued publish as failed (closing for good)."""
         for record in list(self._inflight.values()) + list(self._pending):
-            record.state = FAILED
-            record.error = reason
-            failed.append(record)
+            self._fail(record, reason)
         if self._durable:
             for pid in self._inflight:
                 self.store.removed(pid)
         self._inflight.clear()
         self._pending.clear()
+        self._queued_bytes = 0
         self._timeouts.clear()
-        return failed
+
+    def _fail(self, record: Outgoing, reason: str) -> None:
+        record.state = FAILED
+        record.error = reason
+        self.completed.append(record)
 
     def disconnect(self, reason_code: int = 0, properties: Optional[dict] = None) -> None:
-        """Queue DISCONNECT; the loop closes the socket once it is written."""
-        if self.state == DISCONNECTED:
+        """Queue DISCONNECT; nothing more is sent after it. The loop closes the socket once it is
+        written."""
+        if self.state == DISCONNECTED or self.state == DISCONNECTING:
             return
-        if self.protocol == MQTT_5:
-            self._write(encode(Disconnect(reason_code, properties), MQTT_5))
-        else:
-            self._write(b"\xe0\x00")
-        self._set_state(DISCONNECTED)
-
-    def _set_state(self, state: str) -> None:
-        self.state = state
-        self.plain_qos0 = (state == CONNECTED and not self._alias_out_max
-                           and self._broker_max_packet is None)
-
-    def _write(self, data: bytes) -> None:
-        self.out += data
-        self.queued_bytes += len(data)
+        if self.state == CONNECTED or self.state == CONNECTING:
+            if self.protocol == MQTT_5:
+                self.out.write(encode(Disconnect(reason_code, properties), MQTT_5))
+            else:
+                self.out.write(b"\xe0\x00")
+        self._set_state(DISCONNECTING)
 
     @property
     def connected(self) -> bool:
         return self.state == CONNECTED
 
+    # ------------------------------------------------------------------ the output stream
+
+    def take_output(self) -> bytearray:
+        """Everything queued for the socket (the caller owns it and reports with ``sent``)."""
+        return self.out.take()
+
+    def sent(self, nbytes: int, now: float) -> None:
+        """The socket accepted ``nbytes`` more of the stream."""
+        self._sent += nbytes
+        self.last_sent = now
+        marks = self._qos0_marks
+        while marks and marks[0].mark <= self._sent:
+            record = marks.popleft()
+            record.state = DONE
+            self.completed.append(record)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued for the socket and not yet accepted by it."""
+        return self.out.position - self._sent
+
+    @property
+    def position(self) -> int:
+        """The stream position after everything queued so far."""
+        return self.out.position
+
+    def written(self, mark: int) -> Optional[bool]:
+        """Whether the stream up to ``mark`` reached the socket: True, False (lost with a dropped
+        connection), or None (not yet)."""
+        if mark > self._sent:
+            return None
+        i = bisect.bisect_left(self._lost_ends, mark)
+        return not (i < len(self._lost_starts) and self._lost_starts[i] < mark)
+
+    def take_events(self) -> List[Any]:
+        events, self.events = self.events, []
+        return events
+
+    def take_completed(self) -> List[Outgoing]:
+        completed, self.completed = self.completed, []
+        return completed
+
+    # ------------------------------------------------------------------ counters for callers
 
     @property
     def inflight_count(self) -> int:
@@ -298,11 +413,29 @@ class Session:
     def queued_count(self) -> int:
         return len(self._pending)
 
-    def sent(self, now: float) -> None:
-        """The loop wrote bytes to the socket (keep-alive counts from the last send)."""
-        self.last_sent = now
+    @property
+    def window_free(self) -> int:
+        """QoS 1/2 publishes that can start now without queueing."""
+        return 0 if self._pending else max(0, self._window - len(self._inflight))
 
-    # ------------------------------------------------------------------ user intents
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @property
+    def plain_qos0(self) -> bool:
+        """A QoS 0 publish is nothing but bytes in the stream (no aliases, no size limit)."""
+        return self._plain_qos0
+
+    def ping(self, now: float) -> bool:
+        """Send PINGREQ now unless one is outstanding (True when sent)."""
+        if self.state != CONNECTED or self.ping_sent_at is not None:
+            return False
+        self.out.write(_PINGREQ)
+        self.ping_sent_at = now
+        return True
+
+    # ------------------------------------------------------------------ publishing
 
     def _next_packet_id(self) -> int:
         pid = self._last_id
@@ -314,42 +447,78 @@ class Session:
                 return pid  # the caller takes it (``_last_id``) once its packet is encoded
         raise QueueFull("all 65535 packet ids are in use")
 
-    def publish(self, topic: str, payload: Union[bytes, bytearray, memoryview, str], qos: int = 0,
-                retain: bool = False, properties: Optional[dict] = None,
-                now: float = 0.0, cls: type = Outgoing) -> Optional[Outgoing]:
-        """Queue a PUBLISH. QoS 0 returns None once its bytes are in ``out``; QoS 1/2 return the
-        ``Outgoing`` record (an instance of ``cls``) that completes on the acknowledgement."""
-        if qos and self.plain_qos0 and not self._pending and len(self._inflight) < self._window:
-            # The QoS 1/2 fast path: no separate validation, the codec checks while encoding.
-            if self._broker_max_qos < qos <= 2:
-                raise ValueError(f"the broker accepts at most QoS {self._broker_max_qos}")
-            record = cls(topic, payload, qos, retain, properties)
-            self._start_inflight(record, now)
-            if payload.__class__ is not bytes:  # keep an owned copy for re-sending
-                record.payload = (payload.encode("utf-8") if isinstance(payload, str)
-                                  else bytes(payload))
-            return record
+    def publish(self, topic: str, payload: Union[bytes, bytearray, memoryview, str] = b"",
+                qos: int = 0, retain: bool = False, properties: Optional[dict] = None,
+                now: float = 0.0, cls: type = Outgoing) -> Union[int, Outgoing]:
+        """Publish a message. Returns an ``int`` for a QoS 0 message written into the stream now
+        (its completion mark: see ``written``), else the ``Outgoing`` record (an instance of
+        ``cls``) that completes on the acknowledgement (or, QoS 0 queued while not connected,
+        once written). Bad arguments raise here."""
+        if properties is None and self._plain_qos0 and qos.__class__ is int:
+            if qos == 0:  # the hot path: straight into the stream
+                return self.out.append_publish(topic, payload, 0, 0, retain, False, self.protocol)
+            if 0 < qos <= self._broker_max_qos and not self._pending and \
+                    len(self._inflight) < self._window:
+                # The QoS 1/2 fast path: the codec checks the other arguments while encoding.
+                record = cls(topic, payload, qos, retain, None)
+                self._start_inflight(record, now)
+                if payload.__class__ is not bytes:  # keep an owned copy for re-sending
+                    record.payload = (payload.encode("utf-8") if isinstance(payload, str)
+                                      else bytes(payload))
+                return record
+        check_qos(qos)
+        if properties is not None:
+            self._check_properties(properties)
         if qos == 0 and self.state == CONNECTED:
-            if self._alias_out_max and (properties is None or "topic_alias" not in properties):
-                self._publish_aliased(topic, payload, 0, 0, retain, properties, None)
-                return None
-            n = append_publish(self.out, topic, payload, 0, 0, retain, False, self.protocol,
-                               properties)
-            if self._broker_max_packet is not None and n > self._broker_max_packet:
-                del self.out[-n:]
-                raise PayloadTooLarge(f"PUBLISH of {n} bytes exceeds the broker's maximum packet "
-                                      f"size of {self._broker_max_packet}")
-            self.queued_bytes += n
-            return None
+            if not topic and "topic_alias" not in (properties or ()):
+                raise InvalidTopic("topic must not be empty (unless a topic_alias is given)")
+            return self._append(topic, payload, 0, 0, retain, False, properties)
         return self.publish_record(self.make_record(topic, payload, qos, retain, properties, cls),
                                    now)
+
+    def publish_many(self, topic: str, payloads: Any, retain: bool = False,
+                     properties: Optional[dict] = None) -> int:
+        """QoS 0 batch into the stream (connected, no aliases or size limit: ``plain_qos0``);
+        returns the mark after the last one."""
+        if not self._plain_qos0:
+            raise NotConnected("publish_many at QoS 0 needs a connection without aliases or a "
+                               "packet size limit (use publish)")
+        if properties is not None:
+            self._check_properties(properties)
+        return self.out.append_publish_many(topic, payloads, retain, self.protocol, properties)
+
+    def _check_properties(self, properties: dict) -> None:
+        if self.protocol != MQTT_5:
+            raise ValueError("PUBLISH properties need protocol=5")
+        if "subscription_identifier" in properties:
+            raise ValueError("a client must not send subscription_identifier in a PUBLISH "
+                             "(MQTT 5 3.3.4); it belongs to SUBSCRIBE")
+        alias = properties.get("topic_alias")
+        if alias is not None and self.state == CONNECTED:
+            self._check_alias(alias)
+
+    def _check_alias(self, alias: Any) -> None:
+        if alias.__class__ is not int or not 1 <= alias <= self._broker_alias_max:
+            raise ValueError(f"topic_alias must be 1..{self._broker_alias_max} (the broker's "
+                             f"Topic Alias Maximum), got {alias!r}")
+
+    @property
+    def _broker_alias_max(self) -> int:
+        return self.broker_properties.get("topic_alias_maximum", 0)
 
     def make_record(self, topic: str, payload: Any, qos: int, retain: bool = False,
                     properties: Optional[dict] = None, cls: type = Outgoing) -> Any:
         """Validate a publish (raising at the call, not later) and wrap it in a record."""
+        if properties is not None and "topic_alias" in properties and not topic:
+            # Keep the topic the alias stands for now: the record may be sent on another
+            # connection, where the alias means nothing.
+            topic = self._alias_topics.get(properties["topic_alias"], "")
+            if not topic:
+                raise ValueError(f"topic_alias {properties['topic_alias']} has no topic on this "
+                                 f"connection: give the topic with it first")
         data = encode_publish(topic, payload, qos, 1 if qos else 0, retain, False, self.protocol,
                               properties)
-        if self._broker_max_packet is not None and len(data) > self._broker_max_packet:
+        if self._broker_max_packet and len(data) > self._broker_max_packet:
             raise PayloadTooLarge(f"PUBLISH of {len(data)} bytes exceeds the broker's maximum "
                                   f"packet size of {self._broker_max_packet}")
         if qos > self._broker_max_qos:
@@ -361,14 +530,22 @@ class Session:
         return cls(topic, payload, qos, retain, properties)
 
     def publish_record(self, record: Outgoing, now: float = 0.0) -> Outgoing:
-        """Send a record made by ``make_record`` now, or queue it for a free window slot."""
+        """Send a record made by ``make_record`` now, or queue it for a connection or a free
+        window slot."""
         if self.state != CONNECTED:
+            if self.state == DISCONNECTING:
+                raise NotConnected("disconnecting: nothing more can be sent")
             if self.clean_session and self.state == DISCONNECTED:
                 raise NotConnected("not connected, and no persistent session to queue in "
                                    "(connect first, or use clean_session=False)")
+            if record.qos == 0:
+                size = len(record.topic) + len(record.payload) + _QUEUED_OVERHEAD
+                if self._queued_bytes + size + len(self.out) > self.max_buffer:
+                    raise QueueFull(f"{self._queued_bytes} bytes of QoS 0 messages queued while "
+                                    f"not connected (max_buffer={self.max_buffer})")
+                self._queued_bytes += size
         elif record.qos == 0:
-            self._send_publish(record, False)
-            record.state = DONE
+            self._write_queued_qos0(record)
             return record
         elif len(self._inflight) < self._window and not self._pending:
             self._start_inflight(record, now)
@@ -379,11 +556,21 @@ class Session:
         self._pending.append(record)
         return record
 
+    def _write_queued_qos0(self, record: Outgoing) -> None:
+        try:
+            record.mark = self._append(record.topic, record.payload, 0, 0, record.retain, False,
+                                       record.properties)
+        except (ValueError, TypeError) as exc:  # e.g. a caller alias over the broker's maximum
+            self._fail(record, str(exc))
+            return
+        self._qos0_marks.append(record)
+
     def _start_inflight(self, record: Outgoing, now: float) -> None:
         """Give ``record`` a packet id and send it; it is kept in flight only once encoded, so a
         publish the codec refuses leaves nothing behind."""
         record.packet_id = pid = self._next_packet_id()
-        self._send_publish(record, False)
+        self._append(record.topic, record.payload, record.qos, pid, record.retain, False,
+                     record.properties)
         self._last_id = pid
         record.state = WAIT_PUBACK if record.qos == 1 else WAIT_PUBREC
         self._inflight[pid] = record
@@ -393,178 +580,235 @@ class Session:
         if self._durable:
             self.store.saved(record)
 
-    def _send_publish(self, record: Outgoing, dup: bool) -> None:
-        if self._alias_out_max and not dup and (
-                record.properties is None or "topic_alias" not in record.properties):
-            self._publish_aliased(record.topic, record.payload, record.qos, record.packet_id,
-                                  record.retain, record.properties, record)
-            return
-        self.queued_bytes += append_publish(self.out, record.topic, record.payload, record.qos,
-                                            record.packet_id, record.retain, dup, self.protocol,
-                                            record.properties)
+    def _append(self, topic: str, payload: Any, qos: int, packet_id: int, retain: bool, dup: bool,
+                properties: Optional[dict]) -> int:
+        """Write one PUBLISH into the stream, with MQTT 5 topic aliases: the caller's own, or
+        automatic ones (the first use of a topic teaches the broker topic and alias, later uses
+        send only the alias) while the broker's Topic Alias Maximum has free slots. Returns the
+        stream position after it."""
+        out = self.out
+        limit = self._broker_max_packet
+        protocol = self.protocol
+        if properties is not None and "topic_alias" in properties:
+            alias = properties["topic_alias"]
+            if dup:  # a re-send on a new connection: the alias may mean something else here
+                props = {k: v for k, v in properties.items() if k != "topic_alias"}
+                return out.append_publish(topic, payload, qos, packet_id, retain, dup, protocol,
+                                          props or None, limit)
+            self._check_alias(alias)
+            if not topic and alias not in self._alias_topics:
+                raise ValueError(f"topic_alias {alias} has no topic on this connection: give "
+                                 f"the topic with it first")
+            position = out.append_publish(topic, payload, qos, packet_id, retain, dup, protocol,
+                                          properties, limit)
+            if topic:  # the broker now maps this alias to this topic
+                old = self._alias_topics.get(alias)
+                if old is not None and old != topic:
+                    self._aliases_out.pop(old, None)
+                self._alias_topics[alias] = topic
+                self._aliases_out[topic] = alias
+            return position
+        if self._alias_out_max and not dup and topic:
+            alias = self._aliases_out.get(topic)
+            if alias is not None:
+                props = dict(properties) if properties else {}
+                props["topic_alias"] = alias
+                return out.append_publish("", payload, qos, packet_id, retain, dup, protocol,
+                                          props, limit)
+            alias = self._free_alias()
+            if alias:
+                props = dict(properties) if properties else {}
+                props["topic_alias"] = alias
+                try:
+                    position = out.append_publish(topic, payload, qos, packet_id, retain, dup,
+                                                  protocol, props, limit)
+                except PayloadTooLarge:  # the alias property broke the limit: send it plain
+                    pass
+                else:  # only once the PUBLISH teaching it is in the stream
+                    self._aliases_out[topic] = alias
+                    self._alias_topics[alias] = topic
+                    return position
+        return out.append_publish(topic, payload, qos, packet_id, retain, dup, protocol,
+                                  properties, limit)
 
-    def _publish_aliased(self, topic: str, payload: Any, qos: int, packet_id: int, retain: bool,
-                         properties: Optional[dict], record: Optional[Outgoing]) -> None:
-        """MQTT 5 outgoing topic aliases: the first use of a topic carries topic and alias, later
-        uses only the alias, while the broker's Topic Alias Maximum has free slots."""
-        alias = self._aliases_out.get(topic)
-        props = dict(properties) if properties else {}
-        wire_topic = topic
-        new_alias = False
-        if alias is not None:
-            wire_topic = ""
-            props["topic_alias"] = alias
-        elif len(self._aliases_out) < self._alias_out_max:
-            alias = len(self._aliases_out) + 1
-            new_alias = True
-            props["topic_alias"] = alias
-        n = append_publish(self.out, wire_topic, payload, qos, packet_id, retain, False,
-                           self.protocol, props or None)
-        if self._broker_max_packet is not None and n > self._broker_max_packet and alias:
-            # The alias property (3 bytes) broke the limit: send it plain, as ``make_record``
-            # checked (a record raising here would stay in flight, never sent).
-            del self.out[-n:]
-            new_alias = False
-            n = append_publish(self.out, topic, payload, qos, packet_id, retain, False,
-                               self.protocol, properties)
-        if self._broker_max_packet is not None and n > self._broker_max_packet:
-            del self.out[-n:]
-            raise PayloadTooLarge(f"PUBLISH of {n} bytes exceeds the broker's maximum packet "
-                                  f"size of {self._broker_max_packet}")
-        if new_alias and alias is not None:  # only once the PUBLISH teaching it is written
-            self._aliases_out[topic] = alias
-        self.queued_bytes += n
-        return None
+    def _free_alias(self) -> int:
+        """The lowest alias number no topic holds (0 when all are taken)."""
+        n = self._alias_next
+        taken = self._alias_topics
+        while n <= self._alias_out_max and n in taken:
+            n += 1
+        self._alias_next = n
+        return n if n <= self._alias_out_max else 0
 
     def _fill_window(self, now: float) -> None:
         pending = self._pending
-        while pending and len(self._inflight) < self._window:
+        while pending and self.state == CONNECTED and (
+                len(self._inflight) < self._window or pending[0].qos == 0):
             record = pending.popleft()
             if record.qos == 0:
-                self._send_publish(record, False)
-                record.state = DONE
+                self._queued_bytes -= len(record.topic) + len(record.payload) + _QUEUED_OVERHEAD
+                self._write_queued_qos0(record)
             else:
-                self._start_inflight(record, now)
+                try:
+                    self._start_inflight(record, now)
+                except (ValueError, TypeError) as exc:  # not sendable on this connection
+                    self._fail(record, str(exc))
+
+    # ------------------------------------------------------------------ subscriptions
 
     def subscribe(self, topics: Union[SubscriptionArg, Sequence[SubscriptionArg]], qos: int = 0,
                   properties: Optional[dict] = None) -> int:
         """Queue SUBSCRIBE; returns its packet id (a ``Subscribed`` event carries the SUBACK)."""
-        if self.state != CONNECTED:
-            raise NotConnected("subscribe needs a connection")
-        if isinstance(topics, (str, Subscription)) or (
-                isinstance(topics, tuple) and len(topics) == 2 and isinstance(topics[1], int)):
-            topics = [topics]  # type: ignore[list-item]
-        subs = []
-        for item in topics:  # type: ignore[union-attr]
-            if isinstance(item, str):
-                subs.append(Subscription(item, qos))
-            elif isinstance(item, Subscription):
-                subs.append(item)
-            else:
-                subs.append(Subscription(*item))
-        pid = self._next_packet_id()
-        self._write(encode(Subscribe(pid, subs, properties), self.protocol))
-        self._last_id = pid
-        self._control[pid] = (PacketType.SUBACK, [s.topic for s in subs])
-        return pid
+        subs = subscriptions_from(topics, qos)
+        return self._request(Subscribe(0, subs, properties), PacketType.SUBACK,
+                             tuple(s.topic for s in subs))
 
     def unsubscribe(self, topics: Union[str, Sequence[str]],
                     properties: Optional[dict] = None) -> int:
+        filters = (topics,) if isinstance(topics, str) else tuple(topics)
+        return self._request(Unsubscribe(0, list(filters), properties), PacketType.UNSUBACK,
+                             filters)
+
+    def _request(self, packet: Any, ack_type: int, topics: Tuple[str, ...]) -> int:
         if self.state != CONNECTED:
-            raise NotConnected("unsubscribe needs a connection")
-        if isinstance(topics, str):
-            topics = [topics]
-        pid = self._next_packet_id()
-        self._write(encode(Unsubscribe(pid, list(topics), properties), self.protocol))
+            raise NotConnected(f"{type(packet).__name__.lower()} needs a connection")
+        packet.packet_id = pid = self._next_packet_id()
+        data = encode(packet, self.protocol)  # raises for bad filters, before anything is kept
+        if self._broker_max_packet and len(data) > self._broker_max_packet:
+            raise PayloadTooLarge(f"{type(packet).__name__.upper()} of {len(data)} bytes exceeds "
+                                  f"the broker's maximum packet size of {self._broker_max_packet}")
+        self.out.write(data)
         self._last_id = pid
-        self._control[pid] = (PacketType.UNSUBACK, list(topics))
+        self._control[pid] = (ack_type, topics)
         return pid
+
+    def subscription_topics(self, packet_id: int) -> Tuple[str, ...]:
+        """The filters of a SUBSCRIBE / UNSUBSCRIBE still waiting for its acknowledgement."""
+        return self._control[packet_id][1]
 
     def auth(self, reason_code: int = 0x18, properties: Optional[dict] = None) -> None:
         """Send an MQTT 5 AUTH packet (enhanced authentication)."""
-        self._write(encode(Auth(reason_code, properties), MQTT_5))
+        if self.protocol != MQTT_5:
+            raise ValueError("AUTH needs protocol=5")
+        if self.state != CONNECTED and self.state != CONNECTING:
+            raise NotConnected("auth needs a connection")
+        self.out.write(encode(Auth(reason_code, properties), MQTT_5))
+
+    # ------------------------------------------------------------------ manual acknowledgement
+
+    @property
+    def epoch(self) -> int:
+        """Which connection this is (for ``ack``): it changes with every ``start``."""
+        return self._epoch
+
+    def ack(self, packet_id: int, epoch: int) -> bool:
+        """``manual_ack``: the application is done with the QoS 1/2 message ``packet_id``
+        received on connection ``epoch``. Acknowledgements go out in the order the messages
+        arrived (MQTT-4.6.0-2), so this one may wait for earlier ones. False when the message's
+        connection is gone (the broker will send it again)."""
+        if epoch != self._epoch:
+            return False
+        entry = self._acks_due.get(packet_id)
+        if entry is None:
+            return False
+        entry[1] = True
+        due = self._acks_due
+        while due:
+            pid = next(iter(due))
+            kind, ready = due[pid]
+            if not ready:
+                break
+            del due[pid]
+            self.out.append_ack(kind, pid, 0, self.protocol)
+        return True
 
     # ------------------------------------------------------------------ input
 
     def receive(self, data: Union[bytes, bytearray, memoryview], now: float) -> List[Any]:
-        """Feed bytes from the socket; returns the events they complete (may raise ProtocolError)."""
+        """Feed bytes from the socket; returns the messages they complete. Control events and
+        completed publishes collect in ``events`` / ``completed``. Raises ``ProtocolError``."""
         packets = self._decoder.feed(data)
         self.last_received = now
-        for pkt in packets:
-            if pkt.__class__ is not Publish or pkt.qos or pkt.properties is not None:
-                break
-        else:
-            if self.state == CONNECTED:
+        if self.state is CONNECTED:
+            for pkt in packets:
+                if pkt.__class__ is not Publish or pkt.qos or pkt.properties is not None:
+                    break
+            else:
                 return packets  # the bulk-telemetry fast path: QoS 0 messages only
-        events: List[Any] = []
+        messages: List[Any] = []
         for pkt in packets:
-            self._handle(pkt, events, now)
-        return events
+            if self.state == DISCONNECTED:
+                break  # after a DISCONNECT from the broker nothing more counts
+            self._handle(pkt, messages, now)
+        return messages
 
-    def _handle(self, pkt: Any, events: List[Any], now: float) -> None:
+    def _handle(self, pkt: Any, messages: List[Any], now: float) -> None:
         cls = pkt.__class__
         if self.state == CONNECTING:
             if cls is not ConnAck:
                 raise ProtocolError(f"expected CONNACK, got {type(pkt).__name__}")
-            self._on_connack(pkt, events, now)
+            self._on_connack(pkt, now)
             return
         if cls is Publish:
-            self._on_publish(pkt, events)
+            self._on_publish(pkt, messages)
         elif cls is PubAck:
             record = self._inflight.get(pkt.packet_id)
             if record is not None and record.state == WAIT_PUBACK:
-                self._complete(record, pkt.reason_code, events, now)
+                self._complete(record, pkt.reason_code, now)
         elif cls is PubRec:
             record = self._inflight.get(pkt.packet_id)
             if record is None or record.qos != 2:
                 return  # orphan PUBREC: ignored, as the seed does
             if pkt.reason_code >= 0x80:
-                self._complete(record, pkt.reason_code, events, now)
-            elif record.state in (WAIT_PUBREC, WAIT_PUBCOMP):
+                self._complete(record, pkt.reason_code, now)
+            elif record.state == WAIT_PUBREC or record.state == WAIT_PUBCOMP:
                 record.state = WAIT_PUBCOMP
-                self._write(encode_ack(PacketType.PUBREL, pkt.packet_id, 0, self.protocol))
+                self.out.append_ack(_PUBREL, pkt.packet_id, 0, self.protocol)
                 if self._durable:
                     self.store.saved(record)
         elif cls is PubComp:
             record = self._inflight.get(pkt.packet_id)
             if record is not None and record.state == WAIT_PUBCOMP:
-                self._complete(record, pkt.reason_code, events, now)
+                self._complete(record, pkt.reason_code, now)
         elif cls is PubRel:
             # Always answered, even for an unknown id (the PUBCOMP may have been lost).
             if pkt.packet_id in self._incoming:
                 self._incoming.discard(pkt.packet_id)
                 if self._durable:
                     self.store.incoming_changed(pkt.packet_id, False)
-            self._write(encode_ack(PacketType.PUBCOMP, pkt.packet_id, 0, self.protocol))
+            self.out.append_ack(_PUBCOMP, pkt.packet_id, 0, self.protocol)
         elif cls is SubAck or cls is UnsubAck:
             entry = self._control.get(pkt.packet_id)
             expected = PacketType.SUBACK if cls is SubAck else PacketType.UNSUBACK
             if entry is None or entry[0] != expected:
                 return  # orphan acknowledgement
             del self._control[pkt.packet_id]
+            codes = tuple(pkt.reason_codes) if pkt.reason_codes else (0,) * len(entry[1])
             event_cls = Subscribed if cls is SubAck else Unsubscribed
-            events.append(event_cls(pkt.packet_id, entry[1], pkt.reason_codes, pkt.properties))
+            self.events.append(event_cls(pkt.packet_id, entry[1], codes, pkt.properties))
         elif cls is PingResp:
             self.ping_sent_at = None
         elif cls is Disconnect:
             self._set_state(DISCONNECTED)
-            events.append(Disconnected(pkt.reason_code, reason_name(
-                pkt.reason_code, PacketType.DISCONNECT), pkt.properties))
+            reason = reason_name(pkt.reason_code, PacketType.DISCONNECT)
+            text = (pkt.properties or {}).get("reason_string")
+            self.events.append(Disconnected(pkt.reason_code, f"{reason}: {text}" if text else reason,
+                                            pkt.properties, by_server=True))
         elif cls is Auth:
-            events.append(AuthRequest(pkt.reason_code, pkt.properties))
+            self.events.append(AuthRequest(pkt.reason_code, pkt.properties))
         else:
             raise ProtocolError(f"a broker must not send {type(pkt).__name__}")
 
-    def _on_connack(self, pkt: ConnAck, events: List[Any], now: float) -> None:
+    def _on_connack(self, pkt: ConnAck, now: float) -> None:
         if pkt.reason_code:
             self._set_state(DISCONNECTED)
-            events.append(ConnectionRefused(pkt.reason_code, reason_name(
+            self.events.append(ConnectionRefused(pkt.reason_code, reason_name(
                 pkt.reason_code, PacketType.CONNACK, self.protocol), pkt.properties))
             return
         props = pkt.properties or {}
         self.broker_properties = props
         self._window = min(self.max_inflight, props.get("receive_maximum", 65535))
-        self._broker_max_packet = props.get("maximum_packet_size")
+        self._broker_max_packet = props.get("maximum_packet_size", 0)
         self._broker_max_qos = props.get("maximum_qos", 2)
         if "assigned_client_identifier" in props:
             self.client_id = props["assigned_client_identifier"]
@@ -572,10 +816,34 @@ class Session:
             self.keepalive = props["server_keep_alive"]
         self._alias_out_max = props.get("topic_alias_maximum", 0) if self.outgoing_aliases else 0
         self._set_state(CONNECTED)
-        if not pkt.session_present and not self.clean_session and self.protocol != MQTT_3_1:
-            self._incoming.clear()  # the broker lost our session: its QoS 2 ids are gone too
-        events.append(Connected(pkt.session_present, pkt.properties))
+        lost_session = (not pkt.session_present and not self.clean_session
+                        and self.protocol != MQTT_3_1)
+        if lost_session:
+            self._session_lost()
+        self.connack = Connected(bool(pkt.session_present), 0, pkt.properties)
+        self.events.append(self.connack)
         self._restore(now)
+
+    def _session_lost(self) -> None:
+        """Session Present 0 although we asked to keep it: the broker has no state for us
+        (MQTT 5 3.2.2.1.2), so ours goes too. Unacknowledged publishes are not lost: they are
+        sent again as new messages (DUP 0, new packet ids), ahead of the queue; a QoS 2 message
+        past PUBREC was received by the broker and completes."""
+        self._incoming.clear()
+        restart: List[Outgoing] = []
+        for pid, record in list(self._inflight.items()):
+            if record.state == WAIT_PUBCOMP:
+                self._complete(record, 0, 0.0, refill=False)
+                continue
+            del self._inflight[pid]
+            if self._durable:
+                self.store.removed(pid)
+            record.packet_id = 0
+            record.attempts = 0
+            record.state = QUEUED
+            restart.append(record)
+        self._pending.extendleft(reversed(restart))
+        self._timeouts.clear()
 
     def _restore(self, now: float) -> None:
         """Re-send what was unacknowledged when the last connection dropped, as the seed's
@@ -583,21 +851,28 @@ class Session:
         self._timeouts.clear()  # every inflight record is re-timed below, from ``now``
         for pid, record in list(self._inflight.items()):
             if record.state == WAIT_PUBCOMP:
-                self._write(encode_ack(PacketType.PUBREL, pid, 0, self.protocol))
+                self.out.append_ack(_PUBREL, pid, 0, self.protocol)
             else:
-                self._send_publish(record, True)
+                try:
+                    self._append(record.topic, record.payload, record.qos, pid, record.retain,
+                                 True, record.properties)
+                except (ValueError, TypeError) as exc:  # e.g. over the new broker's size limit
+                    del self._inflight[pid]
+                    self._fail(record, str(exc))
+                    continue
             if self.ack_timeout is not None:
                 record.deadline = now + self.ack_timeout
                 self._timeouts.append(record)
         self._fill_window(now)
 
-    def _on_publish(self, pkt: Any, events: List[Any]) -> None:
+    def _on_publish(self, pkt: Any, messages: List[Any]) -> None:
         props = pkt.properties
         if props is not None and "topic_alias" in props:
-            alias = props["topic_alias"]
-            if alias > self.topic_alias_maximum:
-                raise ProtocolError(f"topic alias {alias} exceeds our maximum "
-                                    f"{self.topic_alias_maximum}")
+            alias = props.pop("topic_alias")  # a transport detail: resolved here, not handed on
+            if not props:
+                pkt.properties = None
+            if not 1 <= alias <= self.topic_alias_maximum:
+                raise ProtocolError(f"topic alias {alias} outside 1..{self.topic_alias_maximum}")
             if pkt.topic:
                 self._aliases_in[alias] = pkt.topic
             else:
@@ -607,21 +882,30 @@ class Session:
                 pkt.topic = topic
         qos = pkt.qos
         if qos == 0:
-            events.append(pkt)
+            messages.append(pkt)
         elif qos == 1:
-            self._write(encode_ack(PacketType.PUBACK, pkt.packet_id, 0, self.protocol))
-            events.append(pkt)
+            if self.manual_ack:
+                self._acks_due[pkt.packet_id] = [_PUBACK, False]
+            else:
+                self.out.append_ack(_PUBACK, pkt.packet_id, 0, self.protocol)
+            messages.append(pkt)
         else:
             pid = pkt.packet_id
             if pid not in self._incoming:
                 self._incoming.add(pid)
                 if self._durable:
                     self.store.incoming_changed(pid, True)
-                events.append(pkt)
+                messages.append(pkt)
+                if self.manual_ack:
+                    self._acks_due[pid] = [_PUBREC, False]
+                    return
+            elif self.manual_ack and pid in self._acks_due:
+                return  # re-sent before the application acknowledged it: PUBREC comes then
             # A re-sent QoS 2 PUBLISH gets PUBREC again and is not delivered twice.
-            self._write(encode_ack(PacketType.PUBREC, pid, 0, self.protocol))
+            self.out.append_ack(_PUBREC, pid, 0, self.protocol)
 
-    def _complete(self, record: Outgoing, reason_code: int, events: List[Any], now: float) -> None:
+    def _complete(self, record: Outgoing, reason_code: int, now: float,
+                  refill: bool = True) -> None:
         del self._inflight[record.packet_id]
         record.reason_code = reason_code
         if reason_code >= 0x80:
@@ -631,26 +915,32 @@ class Session:
             record.state = DONE
         if self._durable:
             self.store.removed(record.packet_id)
-        events.append(record)
-        if self._pending:
+        self.completed.append(record)
+        if refill and self._pending:
             self._fill_window(now)
 
     # ------------------------------------------------------------------ time
 
-    def tick(self, now: float) -> List[Any]:
-        """Keep-alive and acknowledgement timeouts. Returns events (a ``Disconnected`` means the
-        loop must close the connection)."""
-        events: List[Any] = []
+    def tick(self, now: float) -> None:
+        """Keep-alive and acknowledgement timeouts. A ``Disconnected`` in ``events`` means the
+        loop must close the connection.
+
+        Keep-alive watches both directions: MQTT requires us to send something every
+        ``keepalive`` seconds, and a peer that sends nothing for half of it is pinged, so a
+        frozen broker is noticed within one keep-alive period whatever we send."""
         if self.state != CONNECTED:
-            return events
-        if self.keepalive:
+            return
+        keepalive = self.keepalive
+        if keepalive:
             if self.ping_sent_at is not None:
-                if now - self.ping_sent_at >= self.keepalive:
+                if now >= max(self.ping_sent_at + keepalive / 2, self.last_received + keepalive):
                     self._set_state(DISCONNECTED)
-                    events.append(Disconnected(0x8D, "no PINGRESP within the keep-alive period"))
-                    return events
-            elif now - self.last_sent >= self.keepalive:
-                self._write(b"\xc0\x00")
+                    self.events.append(Disconnected(
+                        0x8D, f"keep alive timeout: nothing from the broker for "
+                              f"{now - self.last_received:.1f} s"))
+                    return
+            elif now >= self.last_sent + keepalive or now >= self.last_received + keepalive / 2:
+                self.out.write(_PINGREQ)
                 self.ping_sent_at = now
         timeouts = self._timeouts
         while timeouts and (timeouts[0].state >= DONE or timeouts[0].deadline <= now):
@@ -661,31 +951,38 @@ class Session:
                 record.attempts += 1
                 record.deadline = now + self.ack_timeout  # type: ignore[operator]
                 if record.state == WAIT_PUBCOMP:
-                    self._write(encode_ack(PacketType.PUBREL, record.packet_id, 0, self.protocol))
+                    self.out.append_ack(_PUBREL, record.packet_id, 0, self.protocol)
                 else:
-                    self._send_publish(record, True)
+                    self._append(record.topic, record.payload, record.qos, record.packet_id,
+                                 record.retain, True, record.properties)
                 timeouts.append(record)
             else:
                 del self._inflight[record.packet_id]
-                record.state = FAILED
-                record.error = f"not acknowledged after {record.attempts + 1} attempts"
                 if self._durable:
                     self.store.removed(record.packet_id)
-                events.append(record)
+                self._fail(record, f"not acknowledged after {record.attempts + 1} attempts")
                 self._fill_window(now)
-        return events
 
     def next_deadline(self) -> Optional[float]:
         """When ``tick`` next has something to do (None: nothing is timed)."""
         if self.state != CONNECTED:
             return None
         deadline = None
-        if self.keepalive:
+        keepalive = self.keepalive
+        if keepalive:
             if self.ping_sent_at is not None:
-                deadline = self.ping_sent_at + self.keepalive
+                deadline = max(self.ping_sent_at + keepalive / 2, self.last_received + keepalive)
             else:
-                deadline = self.last_sent + self.keepalive
+                deadline = min(self.last_sent + keepalive, self.last_received + keepalive / 2)
         if self._timeouts:
             first = self._timeouts[0].deadline
             deadline = first if deadline is None else min(deadline, first)
         return deadline
+
+
+__all__ = [
+    "CONNECTED", "CONNECTING", "DISCONNECTED", "DISCONNECTING", "DONE", "FAILED", "QUEUED",
+    "WAIT_PUBACK", "WAIT_PUBCOMP", "WAIT_PUBREC", "AuthRequest", "Connected", "ConnectionRefused",
+    "ConnectionState", "Disconnected", "Outgoing", "PublishState", "Session", "Subscribed",
+    "Unsubscribed", "check_qos", "subscriptions_from",
+]

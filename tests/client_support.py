@@ -87,6 +87,12 @@ def connected_client(port: int, *, inbox: Optional[Inbox] = None, host: str = HO
     return client
 
 
+def granted(handle: Any, timeout: float = 5.0) -> List[int]:
+    """The reason codes (granted QoS) of a subscribe / unsubscribe handle, once acknowledged."""
+    assert handle.wait(timeout), f"not acknowledged: {handle!r}"
+    return list(handle.reason_codes)
+
+
 def shutdown(*clients: Optional[mqttfast.Client]) -> None:
     """Best-effort teardown: disconnect (or just stop) every client, ignoring errors."""
     for client in clients:

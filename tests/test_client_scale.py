@@ -14,7 +14,7 @@ import time
 import pytest
 
 import mqttfast
-from client_support import QUIET_LOG, Inbox, connected_client, shutdown, topic, uid
+from client_support import QUIET_LOG, connected_client, granted, Inbox, shutdown, topic, uid
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_thousand_connections_on_one_loop(many_files, broker_factory):
     clients = []
     try:
         sub.connect(instance.host, instance.port, timeout=10)  # drives the shared loop itself
-        assert sub.subscribe(f"{base}/#", qos=1).wait(5) == [1]
+        assert granted(sub.subscribe(f"{base}/#", qos=1)) == [1]
         started = time.monotonic()
         for i in range(1000):
             client = mqttfast.Client(client_id=f"fleet-{i}", loop=loop)
@@ -121,7 +121,7 @@ def test_qos1_subscriber_receives_all_in_order(quiet_broker):
     try:
         sub = connected_client(quiet_broker.port)
         sub.on_message = lambda m: seen.append(m.payload)
-        assert sub.subscribe(name, qos=1).wait(5) == [1]
+        assert granted(sub.subscribe(name, qos=1)) == [1]
         pub = connected_client(quiet_broker.port)
         n = 200_000
         assert pub.publish_many(name, (b"%06d" % i for i in range(n)), qos=1).wait(60)
@@ -151,7 +151,7 @@ def test_publish_from_four_threads(quiet_broker):
     try:
         sub = connected_client(quiet_broker.port)
         sub.on_message = on_message
-        sub.subscribe(name, qos=1).wait(5)
+        assert sub.subscribe(name, qos=1).wait(5)
         pub = connected_client(quiet_broker.port)
         results = {}
         errors = []
@@ -190,7 +190,7 @@ def test_publish_qos0_from_four_threads(quiet_broker):
     try:
         sub = connected_client(quiet_broker.port)
         sub.on_message = lambda m: seen.append(m.payload)
-        sub.subscribe(name, qos=1).wait(5)
+        assert sub.subscribe(name, qos=1).wait(5)
         pub = connected_client(quiet_broker.port)
         last = {}
 

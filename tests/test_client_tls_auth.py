@@ -10,7 +10,7 @@ import pytest
 import trustme
 
 import mqttfast
-from client_support import Inbox, connected_client, shutdown, topic, uid
+from client_support import connected_client, granted, Inbox, shutdown, topic, uid
 
 # ----------------------------------------------------------------------------- username / password
 
@@ -85,7 +85,7 @@ def test_tls_with_ca_verification(tls_broker):
     try:
         # The server certificate names 127.0.0.1 (and localhost): verification passes on the IP.
         client = connected_client(tls_broker.port, inbox=inbox, tls=context)
-        assert client.subscribe(name, qos=1).wait(5) == [1]
+        assert granted(client.subscribe(name, qos=1)) == [1]
         payloads = [bytes([i]) * 1000 for i in range(50)]
         assert all(h.wait(5) for h in [client.publish(name, p, qos=1) for p in payloads])
         assert inbox.wait_for(50, 10)
@@ -168,7 +168,7 @@ def test_tls_client_certificate(tls_broker_client_cert, protocol):
     try:
         client = connected_client(tls_broker_client_cert.port, inbox=inbox, tls=context,
                                   protocol=protocol)
-        client.subscribe(name, qos=2).wait(5)
+        assert client.subscribe(name, qos=2).wait(5)
         assert client.publish(name, b"signed", qos=2).wait(5)
         assert inbox.wait_for(1, 5)
         assert inbox.payloads == [b"signed"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import mqttfast
-from client_support import Inbox, connected_client, shutdown, topic, uid, wait_until
+from client_support import connected_client, granted, Inbox, shutdown, topic, uid, wait_until
 
 V5 = {"protocol": 5}
 
@@ -39,7 +39,7 @@ def test_topic_aliases_used_and_topics_right(broker_factory):
     sub = aliased = plain = None
     try:
         sub = connected_client(instance.port, inbox=inbox, **V5)
-        sub.subscribe(f"{base}#", qos=1).wait(5)
+        assert sub.subscribe(f"{base}#", qos=1).wait(5)
         aliased = connected_client(instance.port, **V5)
         assert aliased.session.broker_properties.get("topic_alias_maximum") == 10
         sent = _send(aliased, topics, 200)
@@ -50,14 +50,14 @@ def test_topic_aliases_used_and_topics_right(broker_factory):
             assert [(m.topic, m.payload) for m in inbox.messages if m.qos == qos] == [
                 s for i, s in enumerate(sent) if (i // len(topics)) % 2 == qos]
         assert aliased.session._aliases_out == {t: i + 1 for i, t in enumerate(topics)}
-        aliased_bytes = aliased._conn.bytes_sent
+        aliased_bytes = aliased.session.position
 
         # The same traffic without outgoing aliases costs the full topic in every PUBLISH.
         plain = connected_client(instance.port, outgoing_aliases=False, **V5)
         _send(plain, topics, 200)
         assert plain.session._aliases_out == {}
         # Each aliased PUBLISH saves the topic but carries a 3-byte alias property.
-        saved = plain._conn.bytes_sent - aliased_bytes
+        saved = plain.session.position - aliased_bytes
         assert saved >= (len(sent) - 3) * (len(topics[0]) - 4), saved
         assert inbox.wait_for(2 * len(sent), 10)
     finally:
@@ -75,7 +75,7 @@ def test_topic_aliases_beyond_the_broker_maximum(broker_factory):
     sub = pub = None
     try:
         sub = connected_client(instance.port, inbox=inbox, **V5)
-        sub.subscribe(f"{base}/#", qos=1).wait(5)
+        assert sub.subscribe(f"{base}/#", qos=1).wait(5)
         pub = connected_client(instance.port, **V5)
         pub.on_disconnect = drops.append
         sent = _send(pub, topics, 40)
@@ -102,7 +102,7 @@ def test_topic_aliases_reset_on_reconnect(broker_factory):
     sub = pub = None
     try:
         sub = connected_client(instance.port, inbox=inbox, **V5)
-        sub.subscribe(name, qos=1).wait(5)
+        assert sub.subscribe(name, qos=1).wait(5)
         pub = connected_client(instance.port, client_id=uid("ar"), **V5)
         assert pub.publish(name, b"1", qos=1).wait(5)
         assert pub.publish(name, b"2", qos=1).wait(5)
@@ -128,7 +128,7 @@ def test_receive_maximum_respected(broker_factory):
     sub = pub = None
     try:
         sub = connected_client(instance.port, inbox=inbox, **V5)
-        sub.subscribe(name, qos=1).wait(5)
+        assert sub.subscribe(name, qos=1).wait(5)
         pub = mqttfast.Client(client_id=uid("rx"), protocol=5, max_inflight=1000)
         pub.on_publish = lambda handle: inflight_seen.append(pub.session.inflight_count)
         pub.connect(instance.host, instance.port, timeout=10)
@@ -151,7 +151,7 @@ def test_receive_maximum_qos2_and_publish_many(broker_factory):
     sub = pub = None
     try:
         sub = connected_client(instance.port, inbox=inbox, **V5)
-        sub.subscribe(name, qos=2).wait(5)
+        assert sub.subscribe(name, qos=2).wait(5)
         pub = connected_client(instance.port, **V5)
         assert pub.session._window == 3
         assert pub.publish_many(name, [b"%03d" % i for i in range(300)], qos=2).wait(20)
@@ -201,9 +201,9 @@ def test_suback_reason_codes(acl_broker, protocol, refused):
     client.on_subscribe = subscribed.append
     try:
         client.connect(acl_broker.host, acl_broker.port, timeout=10)
-        assert client.subscribe("denied/x", qos=1).wait(5) == [refused]
+        assert granted(client.subscribe("denied/x", qos=1)) == [refused]
         handle = client.subscribe([("allowed/a", 2), ("denied/y", 1), ("allowed/b", 0)])
-        assert handle.wait(5) == [2, refused, 0]
+        assert granted(handle) == [2, refused, 0]
         assert subscribed[-1].reason_codes == [2, refused, 0]
         assert subscribed[-1].topics == ["allowed/a", "denied/y", "allowed/b"]
         assert client.is_connected
@@ -220,7 +220,7 @@ def test_suback_refused_mqtt31(acl_broker):
     client.on_message = inbox
     try:
         client.connect(acl_broker.host, acl_broker.port, timeout=10)
-        assert client.subscribe([("denied/z", 1), ("allowed/z", 1)]).wait(5) == [1, 1]
+        assert granted(client.subscribe([("denied/z", 1), ("allowed/z", 1)])) == [1, 1]
         assert client.publish("denied/z", b"no", qos=1).wait(5)
         assert client.publish("allowed/z", b"yes", qos=1).wait(5)
         assert inbox.wait_for(1, 5)
@@ -237,7 +237,7 @@ def test_invalid_shared_subscription_raises_at_the_call(broker):
     try:
         with pytest.raises(ValueError):
             client.subscribe(mqttfast.Subscription(f"$share/g/{topic('ns')}", 1, True))
-        assert client.subscribe(f"$share/g/{topic('ok')}", qos=1).wait(5) == [1]
+        assert granted(client.subscribe(f"$share/g/{topic('ok')}", qos=1)) == [1]
     finally:
         shutdown(client)
 
@@ -248,7 +248,7 @@ def test_subscribe_above_broker_max_qos(broker_factory):
     instance = broker_factory(extra_config=["max_qos 1"])
     client = connected_client(instance.port, protocol=4)
     try:
-        assert client.subscribe([(topic("q2"), 2), (topic("q0"), 0)]).wait(5) == [1, 0]
+        assert granted(client.subscribe([(topic("q2"), 2), (topic("q0"), 0)])) == [1, 0]
     finally:
         shutdown(client)
 
@@ -263,8 +263,8 @@ def test_shared_subscription_splits_messages(broker):
     try:
         a = connected_client(broker.port, inbox=first, **V5)
         b = connected_client(broker.port, inbox=second, **V5)
-        assert a.subscribe(f"$share/group/{name}", qos=1).wait(5) == [1]
-        assert b.subscribe(f"$share/group/{name}", qos=1).wait(5) == [1]
+        assert granted(a.subscribe(f"$share/group/{name}", qos=1)) == [1]
+        assert granted(b.subscribe(f"$share/group/{name}", qos=1)) == [1]
         pub = connected_client(broker.port, **V5)
         payloads = [b"%03d" % i for i in range(200)]
         assert pub.publish_many(name, payloads, qos=1).wait(10)
@@ -295,7 +295,7 @@ def test_publish_properties_round_trip(broker):
     }
     try:
         sub = connected_client(broker.port, inbox=inbox, **V5)
-        sub.subscribe(name, qos=2).wait(5)
+        assert sub.subscribe(name, qos=2).wait(5)
         pub = connected_client(broker.port, **V5)
         for qos in (0, 1, 2):
             assert pub.publish(name, b'{"qos": %d}' % qos, qos=qos, properties=props).wait(5)
@@ -319,7 +319,7 @@ def test_subscription_identifier(broker):
     sub = pub = None
     try:
         sub = connected_client(broker.port, inbox=inbox, **V5)
-        sub.subscribe(name, qos=1, properties={"subscription_identifier": 42}).wait(5)
+        assert sub.subscribe(name, qos=1, properties={"subscription_identifier": 42}).wait(5)
         pub = connected_client(broker.port, **V5)
         pub.publish(name, b"x", qos=1).wait(5)
         assert inbox.wait_for(1, 5)
@@ -349,7 +349,7 @@ def test_payload_over_broker_maximum_packet_size(broker_factory, qos):
     sub = pub = None
     try:
         sub = connected_client(instance.port, inbox=inbox, **V5)
-        sub.subscribe(name, qos=2).wait(5)
+        assert sub.subscribe(name, qos=2).wait(5)
         pub = connected_client(instance.port, **V5)
         assert pub.session.broker_properties.get("maximum_packet_size") == 1000
         with pytest.raises(mqttfast.PayloadTooLarge):

@@ -25,18 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..client import tls_context
-from ..codec import Publish, append_publish, append_publish_many
 from ..errors import MQTTError
-from ..loop import CLOSED, Connection, Handler, Loop
-from ..session import (
-    CONNECTED,
-    Connected,
-    ConnectionRefused,
-    Disconnected,
-    Outgoing,
-    Session,
-    Subscribed,
-)
+from ..events import Connected, ConnectionRefused, Disconnected, PublishState, Subscribed
+from ..loop import Connection, Handler, Loop
+from ..session import CONNECTED, Outgoing, Session
 from .errors import describe_error
 from .stats import Latency, SeqTracker, rss_kb
 from .templates import HEADER_SIZE, MAGIC_INT, RECV_HEADER, PayloadMaker, Template, share_group
@@ -147,39 +139,26 @@ class BenchClient(Handler):
         self.stream_key: Any = index
         self.streams_dict: Optional[Dict[int, List[Any]]] = None
 
-    def connection_events(self, conn: Connection, events: List[Any]) -> None:
+    def on_messages(self, conn: Connection, messages: List[Any]) -> None:
+        self.runner.on_messages(self, messages)
+
+    def on_events(self, conn: Connection, events: List[Any], completed: List[Any]) -> None:
         runner = self.runner
-        if events[0].__class__ is Publish and events[-1].__class__ is Publish:
-            # Received messages, as a rule nothing else (QoS 0: the session's own fast path).
-            for event in events:
-                if event.__class__ is not Publish:
-                    break
-            else:
-                runner.on_messages(self, events)
-                return
-        received = []
         for event in events:
             cls = event.__class__
-            if cls is Publish:
-                received.append(event)
-            elif cls is _Timed:
-                runner.on_ack(event)
-            elif cls is Connected:
+            if cls is Connected:
                 runner.on_connected(self, conn)
             elif cls is Subscribed:
                 runner.on_subscribed(self, event)
             elif cls is ConnectionRefused:
                 self.refused = f"refused by the broker: {event.reason}"
-            elif cls is Disconnected:
+            elif cls is Disconnected and event.by_server:
                 self.refused = f"disconnected by the broker: {event.reason}"
-            elif isinstance(event, Outgoing):
-                runner.on_ack(event)
-        if received:
-            runner.on_messages(self, received)
+        for record in completed:
+            runner.on_ack(record)
 
-    def connection_closed(self, conn: Connection, error: Optional[BaseException],
-                          failed: List[Any], will_retry: bool) -> None:
-        self.runner.on_closed(self, error, failed)
+    def on_closed(self, conn: Connection, event: Disconnected) -> None:
+        self.runner.on_closed(self, event.error)
 
 
 class Runner:
@@ -336,14 +315,13 @@ class Runner:
         if not self.first_start:
             self.first_start = now
         self.last_start = now
-        session = Session(client.client_id, opts.version, opts.clean, max_inflight=opts.window,
-                          topic_alias_maximum=0, outgoing_aliases=False)
+        session = Session(client.client_id, opts.version, opts.clean, keepalive=opts.keepalive,
+                          username=opts.username, password=opts.password,
+                          max_inflight=opts.window, topic_alias_maximum=0, outgoing_aliases=False)
         source = None
         if opts.ifaddrs:
             source = (opts.ifaddrs[client.index % len(opts.ifaddrs)], 0)
-        conn = Connection(self.loop, session, client, opts.addr, opts.port,
-                          keepalive=opts.keepalive, username=opts.username,
-                          password=opts.password, ssl_context=self.ssl,
+        conn = Connection(self.loop, session, client, opts.addr, opts.port, ssl_context=self.ssl,
                           server_hostname=opts.host, connect_timeout=opts.connect_timeout,
                           reconnect=None, source_address=source)
         client.conn = conn
@@ -430,10 +408,7 @@ class Runner:
         if self.kind in ("conn", "sub") and self.opts.duration is not None:
             self.loop.call_at(now + self.opts.duration, lambda: self.request_stop("duration"))
 
-    def on_closed(self, client: BenchClient, error: Optional[BaseException],
-                  failed: List[Any]) -> None:
-        if failed:
-            self.publish_failed += len(failed)
+    def on_closed(self, client: BenchClient, error: Optional[BaseException]) -> None:
         state = client.state
         client.state = DOWN
         if state == CONNECTING:
@@ -531,7 +506,6 @@ class Runner:
         opts = self.opts
         qos = opts.qos
         retain = opts.retain
-        protocol = opts.version
         maker = self.maker
         constant = maker.constant
         make = maker.make
@@ -549,8 +523,7 @@ class Runner:
                 continue
             session = client.session
             conn = client.conn
-            if (qos and len(session._inflight) >= session._window) or \
-                    len(session.out) + len(conn._wbuf) - conn._woff > HIGH_WATER:
+            if (qos and session.window_free <= 0) or session.pending_bytes > HIGH_WATER:
                 misses += 1
                 continue
             misses = 0
@@ -561,10 +534,7 @@ class Runner:
                 topic = client.bound.render(seq)
             payload = constant if constant is not None else make(client.seq, seq, _time_ns())
             try:
-                if qos == 0 and session.plain_qos0:
-                    session.queued_bytes += append_publish(session.out, topic, payload, 0, 0,
-                                                           retain, False, protocol, None)
-                elif qos == 0:
+                if qos == 0:
                     session.publish(topic, payload, 0, retain)
                 else:
                     session.publish(topic, payload, qos, retain, None, now, _Timed).t0 = now
@@ -596,11 +566,10 @@ class Runner:
                 continue
             session = client.session
             conn = client.conn
-            unsent = len(session.out) + len(conn._wbuf) - conn._woff
-            if unsent >= LOW_WATER:
+            if session.pending_bytes >= LOW_WATER:
                 continue
             if qos:
-                room = session._window - len(session._inflight)  # -F, or the broker's less
+                room = session.window_free  # -F, or the broker's less
                 if room <= 0:
                     continue
                 room = min(room, len(batch) or 256)
@@ -612,9 +581,8 @@ class Runner:
                     break
             if qos == 0 and batch and client.topic is not None and session.plain_qos0:
                 try:
-                    session.queued_bytes += append_publish_many(
-                        session.out, client.topic, batch[:room] if room < len(batch) else batch,
-                        opts.retain, opts.version, None)
+                    session.publish_many(client.topic,
+                                         batch[:room] if room < len(batch) else batch, opts.retain)
                 except (MQTTError, ValueError) as exc:
                     self._publish_error(client, exc)
                     continue
@@ -632,7 +600,7 @@ class Runner:
         self.loop.call_later(0 if added else 0.0005, self._fill)
 
     def on_ack(self, record: Any) -> None:
-        if record.state == 4:  # DONE
+        if record.state == PublishState.DONE:
             self.acked += 1
             t0 = getattr(record, "t0", None)
             if t0 is not None:
@@ -660,9 +628,7 @@ class Runner:
             # socket buffers, which on loopback hold hundreds of megabytes).
             for client in self.pubs:
                 session = client.session
-                if client.state == OPEN and client.msg_seq and session.ping_sent_at is None:
-                    session._write(b"\xc0\x00")
-                    session.ping_sent_at = now
+                if client.state == OPEN and client.msg_seq and session.ping(now):
                     client.fenced = True
                     client.conn.kick()
         self._drain_tick()
@@ -745,7 +711,7 @@ class Runner:
 
     def _close_client(self, client: BenchClient) -> None:
         conn = client.conn
-        if conn is None or conn.phase == CLOSED:
+        if conn is None or conn.closed:
             return
         conn.closing = True
         session = client.session
