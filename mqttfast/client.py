@@ -461,7 +461,7 @@ class Client:
                            None)
             if conn.closed:
                 raise NotConnected("the connection closed while waiting for room")
-        if not conn._dirty:
+        if not conn.flush_queued:
             conn.kick()
         if len(session.out) > self.max_buffer:
             self._drain()

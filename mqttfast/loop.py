@@ -129,7 +129,7 @@ class Connection:
         self._wbuf = bytearray()  # taken from the session, not yet accepted by the socket
         self._woff = 0
         self._want_write = False
-        self._dirty = False
+        self.flush_queued = False  # kick() queued a flush that has not run yet
         self._timer_at = _INF
         self._connect_deadline = _INF
         self._retry_at = _INF
@@ -143,8 +143,8 @@ class Connection:
 
     def kick(self) -> None:
         """The session has new bytes to send: have the loop flush them (cheap when already due)."""
-        if not self._dirty:
-            self._dirty = True
+        if not self.flush_queued:
+            self.flush_queued = True
             loop = self.loop
             loop._dirty.append(self)
             if loop.sleeping and loop._owner_id != threading.get_ident():
@@ -267,7 +267,7 @@ class Connection:
         The session's buffer is taken only once the previous one is fully written, so data the
         socket cannot take yet stays in the session, where publishers see it (back-pressure).
         """
-        self._dirty = False
+        self.flush_queued = False
         if self.phase is not OPEN:
             return
         session = self.session

@@ -543,7 +543,7 @@ class Runner:
                 stale = True
                 continue
             done += 1
-            if not conn._dirty:
+            if not conn.flush_queued:
                 conn.kick()
         return done, i, stale
 
