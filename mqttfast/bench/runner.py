@@ -47,9 +47,6 @@ HIGH_WATER = 1024 * 1024  # a paced publisher with more unsent than this is skip
 DRAIN_TIMEOUT = 10.0  # after publishing: seconds to wait for acknowledgements / unsent bytes
 CLOSE_TIMEOUT = 5.0  # seconds to wait for DISCONNECTs to go out
 
-# Client states.
-NEW, CONNECTING, OPEN, DOWN = range(4)
-
 
 @dataclass
 class Options:
@@ -124,7 +121,6 @@ class BenchClient(Handler):
         self.index = index
         self.seq = seq  # %i
         self.client_id = client_id
-        self.state = NEW
         # Set when it starts; ``Any`` because the hot paths use them without None checks.
         self.conn: Any = None
         self.session: Any = None
@@ -326,14 +322,12 @@ class Runner:
                           reconnect=None, source_address=source)
         client.conn = conn
         client.session = session
-        client.state = CONNECTING
         self.loop.connections.add(conn)
         conn.open()
 
     # ------------------------------------------------------------------ connection events
 
     def on_connected(self, client: BenchClient, conn: Connection) -> None:
-        client.state = OPEN
         self.connected += 1
         self.open += 1
         self.last_connack = conn.connected_at
@@ -409,9 +403,7 @@ class Runner:
             self.loop.call_at(now + self.opts.duration, lambda: self.request_stop("duration"))
 
     def on_closed(self, client: BenchClient, error: Optional[BaseException]) -> None:
-        state = client.state
-        client.state = DOWN
-        if state == CONNECTING:
+        if not client.conn.was_connected:
             self.failed += 1
             if self.stopping and error is None and client.refused is None:
                 reason = "stopped before CONNACK"
@@ -419,7 +411,7 @@ class Runner:
                 reason = client.refused or describe_error(error)
             self._count(self.failure_reasons, reason)
             self._resolve(client)
-        elif state == OPEN:
+        else:
             self.open -= 1
             if not self.stopping:
                 self.dropped += 1
@@ -495,7 +487,7 @@ class Runner:
             self.sent += done
             self.pub_end = now
         if stale:
-            self.pubs = [c for c in pubs if c.state == OPEN and c.publishing]
+            self.pubs = [c for c in pubs if c.session.state is CONNECTED and c.publishing]
             self.rr = 0
         return done
 
@@ -517,7 +509,7 @@ class Runner:
                 i = 0
             client = pubs[i]
             i += 1
-            if client.state != OPEN or not client.publishing:
+            if client.session.state is not CONNECTED or not client.publishing:
                 misses += 1
                 stale = True
                 continue
@@ -562,7 +554,7 @@ class Runner:
         batch = self._batch
         added = 0
         for client in self.pubs:
-            if client.state != OPEN or not client.publishing:
+            if client.session.state is not CONNECTED or not client.publishing:
                 continue
             session = client.session
             conn = client.conn
@@ -628,7 +620,7 @@ class Runner:
             # socket buffers, which on loopback hold hundreds of megabytes).
             for client in self.pubs:
                 session = client.session
-                if client.state == OPEN and client.msg_seq and session.ping(now):
+                if client.msg_seq and session.ping(now):
                     client.fenced = True
                     client.conn.kick()
         self._drain_tick()
@@ -638,7 +630,7 @@ class Runner:
         if self.opts.qos:
             outstanding = self.sent - self.acked - self.publish_failed
         else:
-            outstanding = len([c for c in self.pubs if c.fenced and c.state == OPEN
+            outstanding = len([c for c in self.pubs if c.fenced and c.session.state is CONNECTED
                                and c.session.ping_sent_at is not None])
         now = _monotonic()
         if outstanding <= 0 and not self.opts.qos and self.sent:
@@ -716,7 +708,7 @@ class Runner:
         conn.closing = True
         session = client.session
         assert session is not None
-        if session.state == CONNECTED:
+        if session.state is CONNECTED:
             session.disconnect()
             conn.kick()
         else:
