@@ -372,20 +372,21 @@ class Client:
             self._loop.run_once(1.0)
 
     def _in_loop_thread(self) -> bool:
-        if self._background:
-            return threading.current_thread() is self._thread
-        return True
+        """Called from inside the loop (a callback)."""
+        return self._loop.owner_id == threading.get_ident()
 
     def _wait_for(self, predicate: Callable[[], bool], timeout: Optional[float],
                   writes: bool = False) -> bool:
         """Wait until ``predicate()`` (True) or ``timeout`` (False): on the client's condition,
         which the loop notifies on every event, completion and close (and, with ``writes``, on
-        every write), or by running the loop ourselves when no other thread does."""
+        every write), or, with ``background=False`` and nobody driving the loop, by running it."""
         if predicate():
             return True
-        if self._in_loop_thread():
-            if self._background:
-                raise MQTTError("cannot wait inside a callback: the loop thread would block")
+        owner = self._loop.owner_id
+        if owner == threading.get_ident():
+            raise MQTTError("cannot wait inside a callback: the loop it waits for is the one "
+                            "running the callback")
+        if owner is None and not self._background:
             return self._loop.run_until(predicate, timeout)
         deadline = None if timeout is None else _monotonic() + timeout
         conn = self._conn
@@ -489,7 +490,7 @@ class Client:
         """Back-pressure: wait until the loop has taken the buffer down to half its limit."""
         conn = self._conn
         assert conn is not None
-        if self._in_loop_thread() and self._background:
+        if self._in_loop_thread():
             return  # inside a callback: the loop cannot write while we wait
         low = self.max_buffer // 2
         self._wait_for(lambda: len(self.session.out) <= low or conn.closed, None, writes=True)
@@ -589,6 +590,18 @@ class Client:
         if conn is None:
             return
         conn.closing = True
+        if not conn.closed and self._in_loop_thread():
+            # From a callback: queue DISCONNECT; the loop closes the socket once it is written.
+            with conn.lock:
+                self.session.disconnect(reason_code, properties)
+            if conn.phase is OPEN:
+                conn.kick()
+            else:
+                self._loop.call_soon(lambda: conn.close(None, retry=False))
+            if self._own_loop and self._background:
+                self._loop.stop()
+                self._thread = None
+            return
         if not conn.closed:
             with conn.lock:
                 self.session.disconnect(reason_code, properties)
@@ -619,7 +632,8 @@ class Client:
         if conn is not None and not conn.closed:
             conn.closing = True
             self._loop.call_soon(lambda: conn.close(ConnectionLost("closed by the client"), False))
-            self._wait_for(lambda: conn.closed, 5.0)
+            if not self._in_loop_thread():
+                self._wait_for(lambda: conn.closed, 5.0)
         self._stop_thread()
 
     def __enter__(self) -> "Client":

@@ -50,7 +50,7 @@ class PublishState(IntEnum):
 Props = Optional[Dict[str, Any]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Connected:
     """The broker accepted the connection (CONNACK)."""
 
@@ -59,7 +59,7 @@ class Connected:
     properties: Props = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionRefused:
     """The broker answered CONNECT with a failure reason code."""
 
@@ -68,7 +68,7 @@ class ConnectionRefused:
     properties: Props = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscribed:
     """A SUBACK: one reason code (granted QoS, or a failure >= 0x80) per filter."""
 
@@ -78,7 +78,7 @@ class Subscribed:
     properties: Props = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unsubscribed:
     """An UNSUBACK (MQTT 5 carries a reason code per filter; before it, all are 0)."""
 
@@ -88,7 +88,7 @@ class Unsubscribed:
     properties: Props = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Disconnected:
     """A connection ended. ``by_server``: the broker sent DISCONNECT (MQTT 5) with ``reason_code``
     and ``properties`` (reason string, server reference...). Otherwise the cause was local:
@@ -103,7 +103,7 @@ class Disconnected:
     will_reconnect: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuthRequest:
     """An MQTT 5 AUTH packet from the broker (enhanced authentication); answer with ``auth()``."""
 

@@ -8,7 +8,8 @@ and completed publishes to its ``Handler``. The MQTT state is the session's; the
 knows its socket's phase (``TransportState``). Timers live in one heap; TLS handshakes are
 non-blocking; a dropped connection can come back by itself with exponential backoff and jitter.
 
-Threads: the loop is driven by one thread at a time (``run_once`` from another live thread raises).
+Threads: the loop is driven by one thread at a time: ``run_once`` / ``run_until`` / ``run_forever``
+called while another thread is inside one of them raises ``RuntimeError``.
 Other threads may change a session under ``conn.lock`` and then call ``conn.kick()``, which wakes
 the loop (once per batch, not once per message); ``call_soon`` runs a function in the loop thread.
 """
@@ -519,8 +520,7 @@ class Loop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._owner: Optional[threading.Thread] = None  # the thread driving the loop
-        self._owner_id: Optional[int] = None
+        self._owner_id: Optional[int] = None  # the thread inside run_*, if any
         self._stopping = False
         self.sleeping = False  # inside select(): other threads must wake us
 
@@ -550,6 +550,11 @@ class Loop:
         except (BlockingIOError, OSError):
             pass  # a wake-up is already pending
 
+    @property
+    def owner_id(self) -> Optional[int]:
+        """The ``threading.get_ident()`` of the thread driving the loop now (None: nobody)."""
+        return self._owner_id
+
     def in_loop_thread(self) -> bool:
         return self._owner_id == threading.get_ident()
 
@@ -562,29 +567,33 @@ class Loop:
     def _closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
 
-    def _claim(self) -> None:
-        """The calling thread drives the loop; another live thread driving it is a bug."""
-        me = threading.current_thread()
-        owner = self._owner
-        if owner is not me:
-            if owner is not None and owner.is_alive():
-                raise RuntimeError(f"this Loop is driven by thread {owner.name!r}; "
-                                   f"{me.name!r} must not drive it too")
-            self._owner = me
-            self._owner_id = me.ident
-
-    def release(self) -> None:
-        """Let another thread drive the loop (called by the thread that drove it)."""
-        if self._owner is threading.current_thread():
-            self._owner = None
-            self._owner_id = None
+    def _claim(self) -> bool:
+        """The calling thread drives the loop. True if it just took it (and must give it back),
+        False if it already drives it (a nested call); raises if another thread does."""
+        me = threading.get_ident()
+        owner = self._owner_id
+        if owner == me:
+            return False
+        if owner is not None:
+            raise RuntimeError(f"this Loop is being driven by another thread (ident {owner}); "
+                               f"one thread at a time may run it")
+        self._owner_id = me
+        return True
 
     def run_once(self, timeout: Optional[float] = None,
                  done: Optional[Callable[[], bool]] = None) -> None:
         """One iteration: run queued calls, flush, wait for I/O up to ``timeout``, handle it all.
         When ``done()`` is already true after the flush, do not wait."""
-        if self._owner_id != threading.get_ident():
-            self._claim()
+        if self._owner_id == threading.get_ident():
+            self._iterate(timeout, done)
+            return
+        self._claim()
+        try:
+            self._iterate(timeout, done)
+        finally:
+            self._owner_id = None
+
+    def _iterate(self, timeout: Optional[float], done: Optional[Callable[[], bool]]) -> None:
         calls = self._calls
         for _ in range(len(calls)):  # only those queued before now: a callback may queue more
             calls.popleft()()
@@ -626,24 +635,31 @@ class Loop:
     def run_until(self, done: Callable[[], bool], timeout: Optional[float] = None) -> bool:
         """Run until ``done()`` is true (returns True) or ``timeout`` seconds pass (False)."""
         deadline = None if timeout is None else _monotonic() + timeout
-        while not done():
-            if deadline is None:
-                self.run_once(1.0, done)
-            else:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    return False
-                self.run_once(min(left, 1.0), done)
-        return True
+        claimed = self._claim()
+        try:
+            while not done():
+                if deadline is None:
+                    self._iterate(1.0, done)
+                else:
+                    left = deadline - _monotonic()
+                    if left <= 0:
+                        return False
+                    self._iterate(min(left, 1.0), done)
+            return True
+        finally:
+            if claimed:
+                self._owner_id = None
 
     def run_forever(self) -> None:
         """Run until ``stop()`` is called (from any thread)."""
         self._stopping = False
+        claimed = self._claim()
         try:
             while not self._stopping:
-                self.run_once(1.0)
+                self._iterate(1.0, None)
         finally:
-            self.release()
+            if claimed:
+                self._owner_id = None
 
     def stop(self) -> None:
         self._stopping = True

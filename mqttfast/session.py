@@ -79,6 +79,11 @@ _PINGREQ = b"\xc0\x00"
 _QUEUED_OVERHEAD = 8
 
 
+def _queued_size(record: Any) -> int:
+    """What a QoS 0 message queued while offline counts against ``max_buffer``."""
+    return len(record.topic.encode("utf-8")) + len(record.payload) + _QUEUED_OVERHEAD
+
+
 class Outgoing:
     """One outgoing publish that is tracked until it completes: QoS 1/2, or QoS 0 queued while
     not connected. The client layer subclasses it to add waiting; the session only sets ``state``,
@@ -538,12 +543,17 @@ class Session:
             if self.clean_session and self.state == DISCONNECTED:
                 raise NotConnected("not connected, and no persistent session to queue in "
                                    "(connect first, or use clean_session=False)")
+            if len(self._pending) >= self.max_queued:
+                raise QueueFull(f"{len(self._pending)} publishes queued while not connected "
+                                f"(max_queued={self.max_queued})")
             if record.qos == 0:
-                size = len(record.topic) + len(record.payload) + _QUEUED_OVERHEAD
+                size = _queued_size(record)
                 if self._queued_bytes + size + len(self.out) > self.max_buffer:
                     raise QueueFull(f"{self._queued_bytes} bytes of QoS 0 messages queued while "
                                     f"not connected (max_buffer={self.max_buffer})")
                 self._queued_bytes += size
+            self._pending.append(record)
+            return record
         elif record.qos == 0:
             self._write_queued_qos0(record)
             return record
@@ -613,8 +623,13 @@ class Session:
             if alias is not None:
                 props = dict(properties) if properties else {}
                 props["topic_alias"] = alias
-                return out.append_publish("", payload, qos, packet_id, retain, dup, protocol,
-                                          props, limit)
+                try:
+                    return out.append_publish("", payload, qos, packet_id, retain, dup, protocol,
+                                              props, limit)
+                except PayloadTooLarge:  # a 1-2 byte topic is shorter than the alias property
+                    pass
+                return out.append_publish(topic, payload, qos, packet_id, retain, dup, protocol,
+                                          properties, limit)
             alias = self._free_alias()
             if alias:
                 props = dict(properties) if properties else {}
@@ -646,7 +661,7 @@ class Session:
                 len(self._inflight) < self._window or pending[0].qos == 0):
             record = pending.popleft()
             if record.qos == 0:
-                self._queued_bytes -= len(record.topic) + len(record.payload) + _QUEUED_OVERHEAD
+                self._queued_bytes -= _queued_size(record)
                 self._write_queued_qos0(record)
             else:
                 try:
@@ -706,7 +721,7 @@ class Session:
         received on connection ``epoch``. Acknowledgements go out in the order the messages
         arrived (MQTT-4.6.0-2), so this one may wait for earlier ones. False when the message's
         connection is gone (the broker will send it again)."""
-        if epoch != self._epoch:
+        if epoch != self._epoch or self.state is not CONNECTED:
             return False
         entry = self._acks_due.get(packet_id)
         if entry is None:
@@ -737,8 +752,11 @@ class Session:
                 return packets  # the bulk-telemetry fast path: QoS 0 messages only
         messages: List[Any] = []
         for pkt in packets:
-            if self.state == DISCONNECTED:
-                break  # after a DISCONNECT from the broker nothing more counts
+            state = self.state
+            if state is DISCONNECTED or state is DISCONNECTING:
+                # After a DISCONNECT (the broker's or ours) nothing more counts, and nothing may
+                # be sent behind ours [MQTT-3.14.4-1]; the broker re-sends what we did not ack.
+                break
             self._handle(pkt, messages, now)
         return messages
 
@@ -885,7 +903,7 @@ class Session:
             messages.append(pkt)
         elif qos == 1:
             if self.manual_ack:
-                self._acks_due[pkt.packet_id] = [_PUBACK, False]
+                self._acks_due.setdefault(pkt.packet_id, [_PUBACK, False])  # a re-send keeps it
             else:
                 self.out.append_ack(_PUBACK, pkt.packet_id, 0, self.protocol)
             messages.append(pkt)
