@@ -627,11 +627,17 @@ class Client:
             self._thread = None
 
     def close(self) -> None:
-        """Drop the connection without DISCONNECT (the broker publishes the will) and stop."""
+        """Drop the connection without DISCONNECT (the broker publishes the will) and stop.
+        Bytes already queued are handed to the socket first, as far as it takes them now."""
         conn = self._conn
         if conn is not None and not conn.closed:
             conn.closing = True
-            self._loop.call_soon(lambda: conn.close(ConnectionLost("closed by the client"), False))
+
+            def drop() -> None:  # what is already queued (acks, publishes) goes out first
+                conn.flush()
+                conn.close(ConnectionLost("closed by the client"), False)
+
+            self._loop.call_soon(drop)
             if not self._in_loop_thread():
                 self._wait_for(lambda: conn.closed, 5.0)
         self._stop_thread()

@@ -204,8 +204,8 @@ def test_suback_reason_codes(acl_broker, protocol, refused):
         assert granted(client.subscribe("denied/x", qos=1)) == [refused]
         handle = client.subscribe([("allowed/a", 2), ("denied/y", 1), ("allowed/b", 0)])
         assert granted(handle) == [2, refused, 0]
-        assert subscribed[-1].reason_codes == [2, refused, 0]
-        assert subscribed[-1].topics == ["allowed/a", "denied/y", "allowed/b"]
+        assert subscribed[-1].reason_codes == (2, refused, 0)
+        assert subscribed[-1].topics == ("allowed/a", "denied/y", "allowed/b")
         assert client.is_connected
         assert client.publish("allowed/a", b"x", qos=1).wait(5)
     finally:
