@@ -154,3 +154,31 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory) -> _typing.Iterator[Mo
     finally:
         instance.stop()
 # END mosquitto broker fixtures
+
+
+# ==================================================================================================
+# BEGIN scripted peer fixture (tests/scripted_peer.py): for what no broker can show
+# ==================================================================================================
+try:
+    from scripted_peer import Script, ScriptedPeer
+except ImportError:  # pragma: no cover  (tests/ imported as a package)
+    from tests.scripted_peer import Script, ScriptedPeer
+
+
+@pytest.fixture
+def scripted_peer() -> _typing.Iterator[_typing.Callable[..., ScriptedPeer]]:
+    """``scripted_peer(protocol, *scripts) -> ScriptedPeer`` (script n for connection n, the last
+    one repeating); every peer is closed at teardown."""
+    made: _typing.List[ScriptedPeer] = []
+
+    def factory(protocol: int = 4, *scripts: Script) -> ScriptedPeer:
+        peer = ScriptedPeer(protocol, scripts or (Script(),))
+        made.append(peer)
+        return peer
+
+    try:
+        yield factory
+    finally:
+        for peer in made:
+            peer.close()
+# END scripted peer fixture

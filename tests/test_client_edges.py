@@ -9,35 +9,19 @@ and no test takes more than a few seconds.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 
 import mqttfast
 from client_support import Inbox, connected_client, shutdown, topic, uid, wait_until
 from mqttfast.codec import Publish, Subscribe, Unsubscribe, Will
-from scripted_peer import Script, ScriptedPeer
+from scripted_peer import Script
 
 FAST = mqttfast.Backoff(initial=0.05, maximum=0.2)
 V5 = {"protocol": 5}
 
 
-@pytest.fixture
-def scripted_peer() -> Iterator[Callable[..., ScriptedPeer]]:
-    """``scripted_peer(protocol, *scripts) -> ScriptedPeer`` (script n for connection n, the last
-    one repeating); every peer is closed at teardown."""
-    made: List[ScriptedPeer] = []
-
-    def factory(protocol: int = 4, *scripts: Script) -> ScriptedPeer:
-        peer = ScriptedPeer(protocol, scripts or (Script(),))
-        made.append(peer)
-        return peer
-
-    try:
-        yield factory
-    finally:
-        for peer in made:
-            peer.close()
 
 
 def _delivered(pub: mqttfast.Client, inbox: Inbox, name: str, payload: bytes) -> bool:

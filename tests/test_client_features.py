@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, List
 
 import pytest
 
@@ -30,21 +30,6 @@ from scripted_peer import Script, ScriptedPeer
 FAST = mqttfast.Backoff(0.1, 0.5)
 
 
-@pytest.fixture
-def scripted_peer() -> Iterator[Callable[..., ScriptedPeer]]:
-    """``scripted_peer(protocol, *scripts) -> ScriptedPeer``; every peer is closed at teardown."""
-    made: List[ScriptedPeer] = []
-
-    def factory(protocol: int = 4, *scripts: Script) -> ScriptedPeer:
-        peer = ScriptedPeer(protocol, scripts or (Script(),))
-        made.append(peer)
-        return peer
-
-    try:
-        yield factory
-    finally:
-        for peer in made:
-            peer.close()
 
 
 def _peer_client(peer: ScriptedPeer, on_message: Any = None, **options: Any) -> mqttfast.Client:
