@@ -339,7 +339,9 @@ cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_ar
                 f"a QoS {qos} PUBLISH needs a packet_id of 1..65535, got {packet_id_arg!r}")
     elif dup is True:
         raise ValueError("dup must be False for QoS 0")
-    if topic is not _last_topic:
+    if tlen == 0 and properties is _HAS_ALIAS:
+        pass  # the alias alone names the topic
+    elif topic is not _last_topic:
         for i in range(tlen):
             c = <unsigned char>t[i]
             if c == 43 or c == 35 or c == 0:  # + # NUL
@@ -364,6 +366,25 @@ cdef int _plan_publish(PubPlan* plan, object topic, bytes payload, object qos_ar
     plan.packet_id = packet_id
     plan.first = 0x30 | (qos << 1) | (0x08 if dup is True else 0) | (0x01 if retain is True else 0)
     return 0
+
+
+# MQTT 5 properties holding only a Topic Alias, by alias (made on first use): the automatic
+# aliases' hot path writes these 4 bytes instead of encoding a dict per message.
+cdef list _ALIAS_PROPS = [None] * 65536
+cdef dict _HAS_ALIAS = {"topic_alias": 1}  # tells _plan_publish an empty topic is aliased
+
+
+cdef inline bytes _alias_props(int alias):
+    cdef object props = _ALIAS_PROPS[alias]
+    if props is None:
+        props = PyBytes_FromStringAndSize(NULL, 4)
+        d = <unsigned char*>PyBytes_AS_STRING(props)
+        d[0] = 3
+        d[1] = 0x23
+        d[2] = <unsigned char>(alias >> 8)
+        d[3] = <unsigned char>alias
+        _ALIAS_PROPS[alias] = props
+    return <bytes>props
 
 
 cdef inline bytes _props_for(int protocol, object protocol_arg, object properties):
@@ -521,6 +542,29 @@ cdef class WriteBuffer:
         _append_publish(self._buf, topic, payload, qos, packet_id, retain, dup, protocol,
                         properties, _c_max_size(max_size))
         return self._taken + PyByteArray_GET_SIZE(self._buf)
+
+    def append_publish_alias(self, topic, payload, qos, packet_id, retain, dup, alias,
+                             max_size=0):
+        """Append an MQTT 5 PUBLISH whose one property is the topic alias ``alias`` (``topic``
+        may be "" to send the alias alone): the bytes of ``append_publish`` with
+        ``properties={"topic_alias": alias}``, without encoding a dict."""
+        cdef PubPlan plan
+        cdef bytes data = _as_payload(payload)
+        cdef int a = _c_strict_int(alias)
+        if a == NOT_INT:
+            raise TypeError(f"topic_alias must be an int, not {type(alias).__name__}")
+        if a < 1 or a > 0xFFFF:
+            raise ValueError(f"topic_alias must be 1..65535, got {alias!r}")
+        cdef bytes props = _alias_props(a)
+        cdef Py_ssize_t old, limit = _c_max_size(max_size)
+        _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, _HAS_ALIAS, props)
+        if limit and plan.total > limit:
+            raise _too_large(plan.total, limit)
+        buf = self._buf
+        old = PyByteArray_GET_SIZE(buf)
+        PyByteArray_Resize(buf, old + plan.total)
+        _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
+        return self._taken + PyByteArray_GET_SIZE(buf)
 
     def append_publish_many(self, topic, payloads, retain=False, protocol=4, properties=None,
                             max_size=0):

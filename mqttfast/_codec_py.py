@@ -313,6 +313,18 @@ class WriteBuffer:
                         max_size)
         return self._taken + len(buf)
 
+    def append_publish_alias(self, topic: str, payload: Any, qos: int, packet_id: int,
+                             retain: bool, dup: bool, alias: int, max_size: int = 0) -> int:
+        """Append an MQTT 5 PUBLISH whose one property is the topic alias ``alias`` (``topic``
+        may be "" to send the alias alone): the bytes of ``append_publish`` with
+        ``properties={"topic_alias": alias}``."""
+        if alias.__class__ is not int:
+            raise TypeError(f"topic_alias must be an int, not {type(alias).__name__}")
+        if not 1 <= alias <= 0xFFFF:
+            raise ValueError(f"topic_alias must be 1..65535, got {alias!r}")
+        return self.append_publish(topic, payload, qos, packet_id, retain, dup, MQTT_5,
+                                   {"topic_alias": alias}, max_size)
+
     def append_publish_many(self, topic: str, payloads: Any, retain: bool = False,
                             protocol: int = 4, properties: Props = None,
                             max_size: int = 0) -> int:

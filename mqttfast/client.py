@@ -233,6 +233,7 @@ class Client:
                  tls: Union[None, bool, ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None, properties: Optional[dict] = None,
                  session_expiry: Optional[int] = None, max_inflight: Optional[int] = None,
+                 max_inflight_qos2: Optional[int] = None,
                  max_queued: int = 1_000_000, ack_timeout: Optional[float] = None,
                  max_retries: int = 3, reconnect: Union[bool, Backoff] = False,
                  connect_timeout: float = 10.0, topic_alias_maximum: int = 64,
@@ -261,7 +262,8 @@ class Client:
         # The session checks every CONNECT parameter here: a bad one raises now.
         self.session = Session(client_id, protocol, clean, username=username, password=password,
                                will=will, properties=connect_props or None,
-                               max_inflight=max_inflight, max_queued=max_queued,
+                               max_inflight=max_inflight, max_inflight_qos2=max_inflight_qos2,
+                               max_queued=max_queued,
                                max_buffer=max_buffer, ack_timeout=ack_timeout,
                                max_retries=max_retries, topic_alias_maximum=topic_alias_maximum,
                                outgoing_aliases=outgoing_aliases, max_packet_size=max_packet_size,

@@ -164,21 +164,24 @@ def check_qos(qos: Any) -> int:
 class Session:
     """Protocol state of one MQTT client, kept across reconnects.
 
-    ``max_inflight`` caps unacknowledged QoS 1/2 publishes (further capped by the broker's MQTT 5
-    Receive Maximum; default 65535 for MQTT 5, 20 before it, where brokers cannot announce a
-    limit); up to ``max_queued`` more wait in a queue, beyond which ``publish`` raises
-    ``QueueFull``. QoS 0 messages published while not connected are queued too, within
-    ``max_buffer`` bytes. ``ack_timeout`` (seconds) re-sends an unacknowledged publish with DUP
-    set, at most ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live
-    connection), and then completes it as failed. ``manual_ack``: incoming QoS 1/2 messages are
-    acknowledged only by ``ack()``.
+    ``max_inflight`` caps unacknowledged QoS 1/2 publishes (default 65535, further capped by the
+    broker's MQTT 5 Receive Maximum), and ``max_inflight_qos2`` the QoS 2 ones among them (default 20
+    before MQTT 5, where a broker cannot announce its limit and mosquitto silently drops a 3.1.1
+    client's QoS 2 messages beyond its ``max_inflight_messages`` of 20; QoS 1 has no such trap: the
+    broker acknowledges at once); up to ``max_queued`` more wait in a queue, beyond which ``publish``
+    raises ``QueueFull``. QoS 0 messages published while not connected are queued too, within
+    ``max_buffer`` bytes. ``ack_timeout`` (seconds) re-sends an unacknowledged publish with DUP set,
+    at most ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live connection), and
+    then completes it as failed. ``manual_ack``: incoming QoS 1/2 messages are acknowledged only by
+    ``ack()``.
     """
 
     def __init__(self, client_id: str = "", protocol: int = 4, clean_session: bool = True, *,
                  keepalive: int = 60, username: Optional[str] = None,
                  password: Union[str, bytes, None] = None, will: Optional[Will] = None,
                  properties: Optional[dict] = None,
-                 max_inflight: Optional[int] = None, max_queued: int = 1_000_000,
+                 max_inflight: Optional[int] = None, max_inflight_qos2: Optional[int] = None,
+                 max_queued: int = 1_000_000,
                  max_buffer: int = 8 * 1024 * 1024,
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
@@ -187,12 +190,16 @@ class Session:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
         if max_inflight is None:
+            max_inflight = 65535
+        if max_inflight_qos2 is None:
             # MQTT 5 brokers announce their limit (Receive Maximum). Before 5 they cannot, and
             # mosquitto (max_inflight_messages, 20 by default) silently drops the QoS 2 messages
-            # of a 3.1.1 client beyond it: default to 20, as paho does.
-            max_inflight = 65535 if protocol == MQTT_5 else 20
+            # of a 3.1.1 client beyond it: 20, as paho's window.
+            max_inflight_qos2 = max_inflight if protocol == MQTT_5 else min(20, max_inflight)
         if not 1 <= max_inflight <= 65535:
             raise ValueError(f"max_inflight must be 1..65535, got {max_inflight}")
+        if not 1 <= max_inflight_qos2 <= 65535:
+            raise ValueError(f"max_inflight_qos2 must be 1..65535, got {max_inflight_qos2}")
         if not isinstance(client_id, str):
             raise TypeError(f"client_id must be str, not {type(client_id).__name__}")
         if not client_id and not clean_session and protocol != MQTT_5:
@@ -203,6 +210,7 @@ class Session:
         self.protocol = protocol
         self.clean_session = clean_session
         self.max_inflight = max_inflight
+        self.max_inflight_qos2 = max_inflight_qos2
         self.max_queued = max_queued
         self.max_buffer = max_buffer
         self.ack_timeout = ack_timeout
@@ -223,6 +231,9 @@ class Session:
         # True while a QoS 0 publish is nothing but bytes appended to ``out`` (connected, no
         # outgoing topic aliases, no broker packet-size limit): the fast path.
         self._plain_qos0 = False
+        # True while a publish without properties takes the codec's fast paths (connected, no
+        # broker packet-size limit); outgoing aliases may be on.
+        self._fast = False
         self.out = WriteBuffer()
         self._sent = 0  # stream position up to which the socket took the bytes
         self._lost_starts: List[int] = []  # stream ranges lost with a dropped connection
@@ -238,6 +249,8 @@ class Session:
         self.ping_sent_at: Optional[float] = None
         self.broker_properties: Dict[str, Any] = {}
         self._window = max_inflight
+        self._window2 = min(max_inflight_qos2, max_inflight)  # for QoS 2
+        self._inflight2 = 0  # QoS 2 records in flight
         self._broker_max_packet = 0  # 0: no limit announced
         self._broker_max_qos = 2
         self._aliases_in: Dict[int, str] = {}
@@ -284,8 +297,8 @@ class Session:
         if state not in TRANSITIONS[self.state]:
             raise RuntimeError(f"session cannot go from {self.state!r} to {state!r}")
         self.state = state
-        self._plain_qos0 = (state == CONNECTED and not self._alias_out_max
-                            and not self._broker_max_packet)
+        self._fast = state == CONNECTED and not self._broker_max_packet
+        self._plain_qos0 = self._fast and not self._alias_out_max
 
     def start(self, now: float) -> None:
         """A socket to the broker is open: queue CONNECT (first in the stream of this connection)."""
@@ -341,6 +354,7 @@ class Session:
             for pid in self._inflight:
                 self.store.removed(pid)
         self._inflight.clear()
+        self._inflight2 = 0
         self._pending.clear()
         self._queued_bytes = 0
         self._timeouts.clear()
@@ -459,11 +473,19 @@ class Session:
         (its completion mark: see ``written``), else the ``Outgoing`` record (an instance of
         ``cls``) that completes on the acknowledgement (or, QoS 0 queued while not connected,
         once written). Bad arguments raise here."""
-        if properties is None and self._plain_qos0 and qos.__class__ is int:
+        if properties is None and self._fast and qos.__class__ is int:
             if qos == 0:  # the hot path: straight into the stream
-                return self.out.append_publish(topic, payload, 0, 0, retain, False, self.protocol)
-            if 0 < qos <= self._broker_max_qos and not self._pending and \
-                    len(self._inflight) < self._window:
+                if self._plain_qos0:
+                    return self.out.append_publish(topic, payload, 0, 0, retain, False,
+                                                   self.protocol)
+                alias = self._aliases_out.get(topic)
+                if alias is not None:  # MQTT 5, a topic the broker knows: the alias alone
+                    return self.out.append_publish_alias("", payload, 0, 0, retain, False, alias)
+                if topic:
+                    return self._append(topic, payload, 0, 0, retain, False, None)
+            elif 0 < qos <= self._broker_max_qos and not self._pending and \
+                    len(self._inflight) < self._window and \
+                    (qos == 1 or self._inflight2 < self._window2):
                 # The QoS 1/2 fast path: the codec checks the other arguments while encoding.
                 record = cls(topic, payload, qos, retain, None)
                 self._start_inflight(record, now)
@@ -557,7 +579,8 @@ class Session:
         elif record.qos == 0:
             self._write_queued_qos0(record)
             return record
-        elif len(self._inflight) < self._window and not self._pending:
+        elif len(self._inflight) < self._window and not self._pending and \
+                (record.qos == 1 or self._inflight2 < self._window2):
             self._start_inflight(record, now)
             return record
         if len(self._pending) >= self.max_queued:
@@ -582,7 +605,11 @@ class Session:
         self._append(record.topic, record.payload, record.qos, pid, record.retain, False,
                      record.properties)
         self._last_id = pid
-        record.state = WAIT_PUBACK if record.qos == 1 else WAIT_PUBREC
+        if record.qos == 1:
+            record.state = WAIT_PUBACK
+        else:
+            record.state = WAIT_PUBREC
+            self._inflight2 += 1
         self._inflight[pid] = record
         if self.ack_timeout is not None:
             record.deadline = now + self.ack_timeout
@@ -621,22 +648,18 @@ class Session:
         if self._alias_out_max and not dup and topic:
             alias = self._aliases_out.get(topic)
             if alias is not None:
-                props = dict(properties) if properties else {}
-                props["topic_alias"] = alias
                 try:
-                    return out.append_publish("", payload, qos, packet_id, retain, dup, protocol,
-                                              props, limit)
+                    return self._append_alias("", payload, qos, packet_id, retain, properties,
+                                              alias, limit)
                 except PayloadTooLarge:  # a 1-2 byte topic is shorter than the alias property
                     pass
                 return out.append_publish(topic, payload, qos, packet_id, retain, dup, protocol,
                                           properties, limit)
             alias = self._free_alias()
             if alias:
-                props = dict(properties) if properties else {}
-                props["topic_alias"] = alias
                 try:
-                    position = out.append_publish(topic, payload, qos, packet_id, retain, dup,
-                                                  protocol, props, limit)
+                    position = self._append_alias(topic, payload, qos, packet_id, retain,
+                                                  properties, alias, limit)
                 except PayloadTooLarge:  # the alias property broke the limit: send it plain
                     pass
                 else:  # only once the PUBLISH teaching it is in the stream
@@ -645,6 +668,16 @@ class Session:
                     return position
         return out.append_publish(topic, payload, qos, packet_id, retain, dup, protocol,
                                   properties, limit)
+
+    def _append_alias(self, topic: str, payload: Any, qos: int, packet_id: int, retain: bool,
+                      properties: Optional[dict], alias: int, limit: int) -> int:
+        if properties is None:  # the codec writes the alias property itself: no dict per message
+            return self.out.append_publish_alias(topic, payload, qos, packet_id, retain, False,
+                                                 alias, limit)
+        props = dict(properties)
+        props["topic_alias"] = alias
+        return self.out.append_publish(topic, payload, qos, packet_id, retain, False,
+                                       self.protocol, props, limit)
 
     def _free_alias(self) -> int:
         """The lowest alias number no topic holds (0 when all are taken)."""
@@ -658,7 +691,8 @@ class Session:
     def _fill_window(self, now: float) -> None:
         pending = self._pending
         while pending and self.state == CONNECTED and (
-                len(self._inflight) < self._window or pending[0].qos == 0):
+                pending[0].qos == 0 or (len(self._inflight) < self._window and (
+                    pending[0].qos == 1 or self._inflight2 < self._window2))):
             record = pending.popleft()
             if record.qos == 0:
                 self._queued_bytes -= _queued_size(record)
@@ -826,6 +860,7 @@ class Session:
         props = pkt.properties or {}
         self.broker_properties = props
         self._window = min(self.max_inflight, props.get("receive_maximum", 65535))
+        self._window2 = min(self.max_inflight_qos2, self._window)
         self._broker_max_packet = props.get("maximum_packet_size", 0)
         self._broker_max_qos = props.get("maximum_qos", 2)
         if "assigned_client_identifier" in props:
@@ -853,7 +888,7 @@ class Session:
             if record.state == WAIT_PUBCOMP:
                 self._complete(record, 0, 0.0, refill=False)
                 continue
-            del self._inflight[pid]
+            self._forget(pid, record)
             if self._durable:
                 self.store.removed(pid)
             record.packet_id = 0
@@ -875,7 +910,7 @@ class Session:
                     self._append(record.topic, record.payload, record.qos, pid, record.retain,
                                  True, record.properties)
                 except (ValueError, TypeError) as exc:  # e.g. over the new broker's size limit
-                    del self._inflight[pid]
+                    self._forget(pid, record)
                     self._fail(record, str(exc))
                     continue
             if self.ack_timeout is not None:
@@ -922,9 +957,15 @@ class Session:
             # A re-sent QoS 2 PUBLISH gets PUBREC again and is not delivered twice.
             self.out.append_ack(_PUBREC, pid, 0, self.protocol)
 
+    def _forget(self, packet_id: int, record: Outgoing) -> None:
+        """Take a record out of flight (the one place that does, so the QoS 2 count holds)."""
+        del self._inflight[packet_id]
+        if record.qos == 2:
+            self._inflight2 -= 1
+
     def _complete(self, record: Outgoing, reason_code: int, now: float,
                   refill: bool = True) -> None:
-        del self._inflight[record.packet_id]
+        self._forget(record.packet_id, record)
         record.reason_code = reason_code
         if reason_code >= 0x80:
             record.state = FAILED
@@ -975,7 +1016,7 @@ class Session:
                                  record.retain, True, record.properties)
                 timeouts.append(record)
             else:
-                del self._inflight[record.packet_id]
+                self._forget(record.packet_id, record)
                 if self._durable:
                     self.store.removed(record.packet_id)
                 self._fail(record, f"not acknowledged after {record.attempts + 1} attempts")

@@ -519,13 +519,40 @@ def test_qos2_mqtt311_beyond_mosquitto_inflight_limit(broker):
     try:
         sub = connected_client(broker.port, inbox=inbox, protocol=4)
         assert sub.subscribe(name, qos=2).wait(5)
-        pub = connected_client(broker.port, protocol=4, max_inflight=30)
+        pub = connected_client(broker.port, protocol=4, max_inflight_qos2=30)
         payloads = list(chunks(30))
         assert pub.publish_many(name, payloads, qos=2).wait(10)  # all "acknowledged"
         assert inbox.wait_for(20, 5)
         time.sleep(0.5)
         assert len(inbox) < 30  # but the broker dropped those beyond its window
         assert set(inbox.payloads) <= set(payloads)
+    finally:
+        shutdown(pub, sub)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_default_windows_before_mqtt5_lose_nothing(broker, qos):
+    """The defaults are fast where that is safe and safe where it is not: a default 3.1.1 client
+    keeps 65535 QoS 1 publishes in flight (mosquitto acknowledges QoS 1 at once) but only 20
+    QoS 2 ones (the broker's max_inflight_messages): a burst of 300 arrives whole either way."""
+    name = topic(f"defwin{qos}")
+    inbox = Inbox()
+    sub = pub = None
+    try:
+        sub = connected_client(broker.port, inbox=inbox, protocol=4)
+        assert sub.subscribe(name, qos=2).wait(5)
+        pub = connected_client(broker.port, protocol=4)
+        assert (pub.session.max_inflight, pub.session.max_inflight_qos2) == (65535, 20)
+        payloads = list(chunks(300))
+        handles = [pub.publish(name, p, qos=qos) for p in payloads]
+        if qos == 1:
+            assert pub.session.inflight_count + pub.session.queued_count == 300
+            assert pub.session.queued_count == 0  # no window of 20 in the way
+        else:
+            assert pub.session.inflight_count <= 20
+        assert all(h.wait(10) for h in handles)
+        assert inbox.wait_for(300, 10)
+        assert sorted(inbox.payloads) == sorted(payloads)
     finally:
         shutdown(pub, sub)
 

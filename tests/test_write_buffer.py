@@ -323,3 +323,50 @@ def test_random_operations_match_the_module_encoders(py, ops):
             wb.append_ack(*args)
             mirror += packet
     assert wb.peek() == bytes(mirror) and wb.position == len(mirror)
+
+
+# ------------------------------------------------------------------ the automatic-alias path
+
+ALIAS_SHAPES = [(0, 0, False, False), (0, 0, True, False), (1, 9, False, True), (2, 65535, True, False)]
+
+
+@pytest.mark.parametrize("topic", ["a/b", ""])
+@pytest.mark.parametrize("shape", ALIAS_SHAPES)
+@pytest.mark.parametrize("alias", [1, 300, 65535])
+def test_append_publish_alias_bytes_equal_the_dict_form(codec, topic, shape, alias):
+    """The alias fast path writes exactly what the general encoder writes for
+    ``properties={"topic_alias": alias}``, with the topic or (empty) without it."""
+    qos, packet_id, retain, dup = shape
+    fast, general = codec.WriteBuffer(), codec.WriteBuffer()
+    assert fast.append_publish_alias(topic, b"p" * 64, qos, packet_id, retain, dup, alias) == \
+        general.append_publish(topic, b"p" * 64, qos, packet_id, retain, dup, 5,
+                               {"topic_alias": alias})
+    assert fast.peek() == general.peek()
+    assert codec.StreamDecoder(5).feed(fast.peek())[0].properties == {"topic_alias": alias}
+
+
+@pytest.mark.parametrize("args, error", [
+    (("a/b", b"x", 0, 0, False, False, 0), ValueError),
+    (("a/b", b"x", 0, 0, False, False, 65536), ValueError),
+    (("a/b", b"x", 0, 0, False, False, "1"), TypeError),
+    (("a/+", b"x", 0, 0, False, False, 1), InvalidTopic),
+    (("a/b", b"x", "1", 0, False, False, 1), TypeError),
+    (("a/b", b"x", 1, 0, False, False, 1), ValueError),  # QoS 1 needs a packet id
+    (("a/b", b"x", 0, 0, "yes", False, 1), TypeError),
+])
+def test_append_publish_alias_refuses_what_the_general_path_refuses(both, args, error):
+    messages = []
+    for codec in both:
+        buf = codec.WriteBuffer()
+        with pytest.raises(error) as info:
+            buf.append_publish_alias(*args)
+        assert len(buf) == 0
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+def test_append_publish_alias_max_size(codec):
+    buf = codec.WriteBuffer()
+    with pytest.raises(PayloadTooLarge):
+        buf.append_publish_alias("a/b", b"x" * 64, 0, 0, False, False, 1, 20)
+    assert len(buf) == 0 and buf.position == 0
