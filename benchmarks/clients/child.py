@@ -1,9 +1,10 @@
 """One contender in its own interpreter: ``python -m clients.child SPEC_JSON``.
 
 The spec (a JSON object) names a ``role`` (``publish``, ``receive`` or, for the raw tools only,
-``subscriber``), a ``client`` (``raw``, ``mqttfast``, ``paho``, ``gmqtt``) and the run's
-parameters (``host``, ``port``, ``topic``, ``n``, ``qos``, ``payload_size``, ``variant``,
-``client_id``, ``window``, ``timeout``...).
+``subscriber``), a ``client`` (``raw``, ``mqttfast``, ``paho``, ``gmqtt``, ``mqttium``,
+``awscrt``, ``zmqtt``) and the run's parameters (``host``, ``port``, ``topic``, ``n``, ``qos``,
+``protocol`` (4: MQTT 3.1.1, 5: MQTT 5), ``payload_size``, ``variant``, ``client_id``,
+``window`` (``null``: the client's own default), ``timeout``...).
 
 Protocol with the parent, one JSON object a line on stdout::
 
@@ -11,6 +12,7 @@ Protocol with the parent, one JSON object a line on stdout::
     {"event": "result", ...}    the measurement: times are ``time.perf_counter()`` values, which
                                 on Linux read CLOCK_MONOTONIC and so compare across processes
     {"event": "error", "error": "..."}
+    {"event": "unsupported", "reason": "..."}   the client cannot do this scenario (and why)
 
 and on stdin: ``go`` (start publishing), ``stop`` (give up: report what you have); end of input
 counts as ``stop``. Nothing is printed per message.
@@ -30,6 +32,10 @@ perf_counter = time.perf_counter
 
 class Stopped(Exception):
     """The parent said ``stop`` (or went away) before ``go``."""
+
+
+class Unsupported(Exception):
+    """The client cannot do what the spec asks; the message says why (reported, not a crash)."""
 
 
 class Control:
@@ -107,6 +113,12 @@ def run(spec: Dict[str, Any]) -> int:
             from . import run_paho as module  # type: ignore[no-redef]
         elif client == "gmqtt":
             from . import run_gmqtt as module  # type: ignore[no-redef]
+        elif client == "mqttium":
+            from . import run_mqttium as module  # type: ignore[no-redef]
+        elif client == "awscrt":
+            from . import run_awscrt as module  # type: ignore[no-redef]
+        elif client == "zmqtt":
+            from . import run_zmqtt as module  # type: ignore[no-redef]
         else:
             raise ValueError(f"unknown client {client!r}")
         fn = getattr(module, role, None)
@@ -123,6 +135,9 @@ def run(spec: Dict[str, Any]) -> int:
     except Stopped:
         ctl.emit("error", error="stopped by the parent before it started")
         return 1
+    except Unsupported as e:
+        ctl.emit("unsupported", reason=str(e))
+        return 0
     except BaseException as e:
         tb = traceback.format_exc(limit=6)
         sys.stderr.write(tb)
@@ -135,7 +150,10 @@ def main() -> int:
     if len(sys.argv) != 2:
         sys.stderr.write(__doc__ or "")
         return 2
-    code = run(json.loads(sys.argv[1]))
+    # Run the importable copy of this module (``clients.child``), not ``__main__``: the runners
+    # import their Control and Unsupported from it, and ``except Unsupported`` must be theirs.
+    from clients import child
+    code = child.run(json.loads(sys.argv[1]))
     sys.stdout.flush()
     # Do not linger in library shutdown code (non-daemon threads, atexit hooks): the result is out.
     os._exit(code)

@@ -1,5 +1,11 @@
 """mqttfast under test: ``Client.publish()`` in a loop or ``publish_many``, and ``on_message``.
 
+Variants (the spec's ``variant``): ``loop`` and ``many`` are the tuned client,
+``Client(protocol=P, max_inflight=window)`` (the parent's ``--mqttfast-window``, 65535) and, on
+MQTT 5, ``outgoing_aliases=False`` (the reference the issue measures automatic aliases against);
+``default`` is what a user gets without reading the docs: ``Client(protocol=P)`` and nothing
+else (its default window; on MQTT 5 automatic outgoing topic aliases on), ``publish()`` in a loop.
+
 Completion: QoS 0, the last handle's ``wait()`` (its bytes, and so all before them, were handed
 to the socket); QoS 1/2, every handle acknowledged (PUBACK / PUBCOMP). The handles come back in
 order, so the clock stops when the last one completes and the rest are checked afterwards (any
@@ -36,8 +42,14 @@ def publish(spec: Dict[str, Any], ctl: Control) -> None:
     timeout = spec["timeout"]
     many = spec.get("variant") == "many"
     payload = payload_of(spec["payload_size"])
-    c = mqttfast.Client(client_id=spec["client_id"], protocol=4,
-                        max_inflight=int(spec.get("window") or 65535))
+    protocol = int(spec.get("protocol") or 4)
+    if spec.get("variant") == "default":
+        c = mqttfast.Client(client_id=spec["client_id"], protocol=protocol)
+    else:
+        tuned: Dict[str, Any] = {"max_inflight": int(spec.get("window") or 65535)}
+        if protocol == 5:
+            tuned["outgoing_aliases"] = False
+        c = mqttfast.Client(client_id=spec["client_id"], protocol=protocol, **tuned)
     c.connect(spec["host"], spec["port"])
     payloads = [payload] * n if many else None
     ctl.ready(**_info())
@@ -86,11 +98,11 @@ def receive(spec: Dict[str, Any], ctl: Control) -> None:
         state[0] = k
         if k == 1:
             state[1] = perf_counter()
-        if k == n:
+        if k == n:  # the feeder sends a margin more: the N-th stops the clock
             state[2] = perf_counter()
             done.set()
 
-    c = mqttfast.Client(client_id=spec["client_id"], protocol=4)
+    c = mqttfast.Client(client_id=spec["client_id"], protocol=int(spec.get("protocol") or 4))
     c.on_message = on_message
     c.connect(spec["host"], spec["port"])
     c.subscribe(spec["topic"], spec["qos"]).wait(10)
@@ -99,5 +111,5 @@ def receive(spec: Dict[str, Any], ctl: Control) -> None:
     timed_out = not done.wait(spec["timeout"])
     count, t_first, t_last = state
     c.disconnect()
-    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count == n,
+    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n,
                timed_out=timed_out, **_info())

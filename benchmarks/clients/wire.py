@@ -1,4 +1,9 @@
-"""Hand-encoded MQTT 3.1.1 frames and the raw-socket roles (no MQTT library at all).
+"""Hand-encoded MQTT 3.1.1 and MQTT 5 frames and the raw-socket roles (no MQTT library at all).
+
+Every role takes ``protocol`` from the spec (4: MQTT 3.1.1, the default; 5: MQTT 5). An MQTT 5
+frame differs only by its property lengths: CONNECT and SUBSCRIBE carry an empty property block,
+and every PUBLISH one zero byte (no properties) after its topic and packet id, so each MQTT 5 row
+has a ceiling of its own protocol (one byte longer per message than MQTT 3.1.1's).
 
 * ``publish`` with ``qos=0``: the **raw QoS 0 ceiling** (and, with ``ping``, the feeder of the
   receive benchmark): one pre-encoded block of identical PUBLISH frames (about ``BLOCK_BYTES``)
@@ -7,8 +12,9 @@
   1..65535 pre-encoded once as a ring, written in chunks of ``CHUNK_FRAMES`` with at most
   ``window`` (<= 65,535) unacknowledged, so no id is reused before its PUBACK; a reader thread
   counts PUBACKs (4-byte frames, counted and checked by strided slicing, at C speed).
-* ``subscriber``: the **confirming subscriber** of every publish run: subscribes at QoS 0 and
-  counts the PUBLISH frames it receives. They are all the same length (one topic, one payload
+* ``subscriber``: the **confirming subscriber** of every publish run (and, as ``receive``, the
+  raw-socket reader of the receive runs): subscribes at QoS 0 and counts the PUBLISH frames it
+  receives. They are all the same length (one topic, one payload
   size, QoS 0 so no packet id), so it counts bytes, checking each frame's first two bytes by
   strided slicing. It never falls behind the broker.
 
@@ -50,20 +56,32 @@ def _str(s: str) -> bytes:
     return struct.pack("!H", len(b)) + b
 
 
-def connect_frame(client_id: str, keepalive: int = 0, clean: bool = True) -> bytes:
-    body = _str("MQTT") + bytes((4, 0x02 if clean else 0)) + struct.pack("!H", keepalive)
-    body += _str(client_id)
+def _props(protocol: int) -> bytes:
+    """An empty MQTT 5 property block (its length, 0); nothing before MQTT 5."""
+    return b"\x00" if protocol == 5 else b""
+
+
+def connect_frame(client_id: str, keepalive: int = 0, clean: bool = True,
+                  protocol: int = 4) -> bytes:
+    body = _str("MQTT") + bytes((protocol, 0x02 if clean else 0)) + struct.pack("!H", keepalive)
+    body += _props(protocol) + _str(client_id)
     return b"\x10" + varint(len(body)) + body
 
 
-def publish_frame(topic: str, payload: bytes, qos: int = 0, packet_id: int = 0) -> bytes:
-    body = _str(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+def publish_frame(topic: str, payload: bytes, qos: int = 0, packet_id: int = 0,
+                  protocol: int = 4) -> bytes:
+    body = (_str(topic) + (struct.pack("!H", packet_id) if qos else b"") + _props(protocol)
+            + payload)
     return bytes((0x30 | qos << 1,)) + varint(len(body)) + body
 
 
-def subscribe_frame(packet_id: int, topic: str, qos: int = 0) -> bytes:
-    body = struct.pack("!H", packet_id) + _str(topic) + bytes((qos,))
+def subscribe_frame(packet_id: int, topic: str, qos: int = 0, protocol: int = 4) -> bytes:
+    body = struct.pack("!H", packet_id) + _props(protocol) + _str(topic) + bytes((qos,))
     return b"\x82" + varint(len(body)) + body
+
+
+def _protocol(spec: Dict[str, Any]) -> int:
+    return int(spec.get("protocol") or 4)
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -76,12 +94,25 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+def _recv_packet(sock: socket.socket) -> bytes:
+    """One whole packet (fixed header included); only for the handshake, not the hot path."""
+    head = _recv_exactly(sock, 2)
+    length, shift, i = head[1] & 0x7F, 7, 1
+    while head[i] & 0x80:
+        head += _recv_exactly(sock, 1)
+        i += 1
+        length |= (head[i] & 0x7F) << shift
+        shift += 7
+    return head + _recv_exactly(sock, length)
+
+
 def open_session(spec: Dict[str, Any]) -> socket.socket:
-    """Connect, send CONNECT (MQTT 3.1.1, clean session, no keep-alive), check the CONNACK."""
+    """Connect, send CONNECT (the spec's protocol, clean session, no keep-alive), check the
+    CONNACK (an MQTT 5 one carries properties: read it whole)."""
     sock = socket.create_connection((spec["host"], spec["port"]), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(connect_frame(spec["client_id"]))
-    connack = _recv_exactly(sock, 4)
+    sock.sendall(connect_frame(spec["client_id"], protocol=_protocol(spec)))
+    connack = _recv_packet(sock)
     if connack[0] != 0x20 or connack[3] != 0:
         raise ConnectionError(f"connection refused: CONNACK {connack.hex()}")
     sock.settimeout(None)
@@ -99,7 +130,8 @@ def publish(spec: Dict[str, Any], ctl: Control) -> None:
 
 def _publish_qos0(spec: Dict[str, Any], ctl: Control) -> None:
     n = spec["n"]
-    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0)
+    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0,
+                          protocol=_protocol(spec))
     per_block = max(1, BLOCK_BYTES // len(frame))
     block = frame * min(per_block, n)
     full, rest = divmod(n, per_block)
@@ -132,8 +164,9 @@ def _publish_qos1(spec: Dict[str, Any], ctl: Control) -> None:
     window = max(1, min(int(spec.get("window") or 65535), 65535))
     payload = payload_of(spec["payload_size"])
     topic = spec["topic"]
-    flen = len(publish_frame(topic, payload, 1, 1))
-    ring = b"".join(publish_frame(topic, payload, 1, pid) for pid in range(1, 65536))
+    protocol = _protocol(spec)
+    flen = len(publish_frame(topic, payload, 1, 1, protocol))
+    ring = b"".join(publish_frame(topic, payload, 1, pid, protocol) for pid in range(1, 65536))
     ringv = memoryview(ring)
     sock = open_session(spec)
     state: Dict[str, Any] = {"acked": 0, "bad": None, "t_acked": None}
@@ -144,6 +177,7 @@ def _publish_qos1(spec: Dict[str, Any], ctl: Control) -> None:
         buf = bytearray(RECV_BYTES)
         mv = memoryview(buf)
         fill = 0
+        alen = 0  # PUBACK length: 4, or 5 for an MQTT 5 one that spells out its reason code
         try:
             while state["acked"] < n:
                 got = sock.recv_into(mv[fill:])
@@ -151,10 +185,18 @@ def _publish_qos1(spec: Dict[str, Any], ctl: Control) -> None:
                     state["bad"] = "connection closed by the broker"
                     break
                 fill += got
-                whole = fill - fill % 4
-                frames = whole // 4
-                if (buf[0:whole:4].count(PUBACK) != frames
-                        or buf[1:whole:4].count(2) != frames):
+                if not alen:
+                    if fill < 2:
+                        continue
+                    alen = 2 + buf[1]
+                    if alen not in (4, 5):
+                        state["bad"] = f"unexpected packet among the PUBACKs: {buf[:8].hex()}"
+                        break
+                whole = fill - fill % alen
+                frames = whole // alen
+                if (buf[0:whole:alen].count(PUBACK) != frames
+                        or buf[1:whole:alen].count(alen - 2) != frames
+                        or (alen == 5 and buf[4:whole:alen].count(0) != frames)):
                     state["bad"] = "unexpected packet among the PUBACKs"
                     break
                 state["acked"] += frames
@@ -213,13 +255,14 @@ def _publish_qos1(spec: Dict[str, Any], ctl: Control) -> None:
 def subscriber(spec: Dict[str, Any], ctl: Control) -> None:
     """Count the ``n`` QoS 0 messages of one topic; report first/last arrival times."""
     n = spec["n"]
-    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0)
+    protocol = _protocol(spec)
+    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0, protocol=protocol)
     flen = len(frame)
     rl_byte = frame[1]
     sock = open_session(spec)
-    sock.sendall(subscribe_frame(1, spec["topic"], 0))
-    suback = _recv_exactly(sock, 5)
-    if suback[0] != 0x90 or suback[4] == 0x80:
+    sock.sendall(subscribe_frame(1, spec["topic"], 0, protocol))
+    suback = _recv_packet(sock)
+    if suback[0] != 0x90 or suback[-1] >= 0x80:
         raise ConnectionError(f"subscription refused: SUBACK {suback.hex()}")
     deadline = time.monotonic() + spec["timeout"]
     sock.settimeout(0.05)
@@ -268,5 +311,11 @@ def subscriber(spec: Dict[str, Any], ctl: Control) -> None:
     except OSError:
         pass
     sock.close()
-    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count == n and bad is None,
+    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n and bad is None,
                error=bad, timed_out=timed_out)
+
+
+def receive(spec: Dict[str, Any], ctl: Control) -> None:
+    """The **raw-socket reader** of the receive scenarios: the confirming subscriber, timed
+    like any client under test (it stops at the N-th message; the feeder sends a margin more)."""
+    subscriber(spec, ctl)
