@@ -205,8 +205,18 @@ class Connection:
             return
         self.close(ConnectionLost(f"cannot connect to {self.host}:{self.port}: {last_error}"))
 
-    def _drop_socket(self) -> None:
+    def _drop_socket(self, drain: bool = False) -> None:
         sock, self.sock = self.sock, None
+        if sock is not None and drain:
+            # Closing a socket with unread input sends RST, and an RST can make the peer throw
+            # away what we sent last (acks, the DISCONNECT): end our side with FIN, then read
+            # what is waiting, then close.
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv_into(self.loop.rbuf):
+                    pass
+            except (OSError, ValueError):
+                pass
         if sock is not None:
             try:
                 self.loop.selector.unregister(sock)
@@ -447,7 +457,7 @@ class Connection:
             self.loop._closed(self)
             self.handler.on_closed(self, _ending(error, cause, False))
             return
-        self._drop_socket()
+        self._drop_socket(drain=self.closing)
         self.error = error
         with self.lock:
             self.session.connection_lost(str(error) if error else "disconnected")
