@@ -167,13 +167,13 @@ class Session:
     ``max_inflight`` caps unacknowledged QoS 1/2 publishes (default 65535, further capped by the
     broker's MQTT 5 Receive Maximum), and ``max_inflight_qos2`` the QoS 2 ones among them (default 20
     before MQTT 5, where a broker cannot announce its limit and mosquitto silently drops a 3.1.1
-    client's QoS 2 messages beyond its ``max_inflight_messages`` of 20; QoS 1 has no such trap: the
-    broker acknowledges at once); up to ``max_queued`` more wait in a queue, beyond which ``publish``
-    raises ``QueueFull``. QoS 0 messages published while not connected are queued too, within
-    ``max_buffer`` bytes. ``ack_timeout`` (seconds) re-sends an unacknowledged publish with DUP set,
-    at most ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live connection), and
-    then completes it as failed. ``manual_ack``: incoming QoS 1/2 messages are acknowledged only by
-    ``ack()``.
+    client's QoS 2 messages beyond its ``max_inflight_messages`` of 20, and 1000 on MQTT 5; QoS 1 has
+    no such trap: the broker acknowledges at once); up to ``max_queued`` more wait in a queue, beyond
+    which ``publish`` raises ``QueueFull``. QoS 0 messages published while not connected are queued
+    too, within ``max_buffer`` bytes. ``ack_timeout`` (seconds) re-sends an unacknowledged publish
+    with DUP set, at most ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live
+    connection), and then completes it as failed. ``manual_ack``: incoming QoS 1/2 messages are
+    acknowledged only by ``ack()``.
     """
 
     def __init__(self, client_id: str = "", protocol: int = 4, clean_session: bool = True, *,
@@ -195,7 +195,10 @@ class Session:
             # MQTT 5 brokers announce their limit (Receive Maximum). Before 5 they cannot, and
             # mosquitto (max_inflight_messages, 20 by default) silently drops the QoS 2 messages
             # of a 3.1.1 client beyond it: 20, as paho's window.
-            max_inflight_qos2 = max_inflight if protocol == MQTT_5 else min(20, max_inflight)
+            # On MQTT 5, 1000: QoS 2 gains nothing from more, and a broker that announces no
+            # limit (mosquitto with max_inflight_messages 0) keeps its incoming QoS 2 messages
+            # in a list it searches per PUBREL, so 65535 in flight crawls at ~2,000 msg/s.
+            max_inflight_qos2 = min(1000 if protocol == MQTT_5 else 20, max_inflight)
         if not 1 <= max_inflight <= 65535:
             raise ValueError(f"max_inflight must be 1..65535, got {max_inflight}")
         if not 1 <= max_inflight_qos2 <= 65535:

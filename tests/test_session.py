@@ -545,6 +545,20 @@ class TestWindow:
             s.publish("t", b"x", 1)
         assert len(b.read()) == 2
 
+    @pytest.mark.parametrize("protocol, qos2_window", [(5, 1000), (4, 20), (3, 20)])
+    def test_default_qos2_window_without_a_broker_limit(self, protocol, qos2_window):
+        """A broker that announces no Receive Maximum (mosquitto with max_inflight_messages 0, or
+        any 3.x broker) gets at most ``qos2_window`` QoS 2 publishes in flight by default, while
+        QoS 1 goes on up to 65535: QoS 2 beyond that gains nothing and slows such a broker."""
+        s, b = connected(protocol)
+        assert (s.max_inflight, s.max_inflight_qos2) == (65535, qos2_window)
+        recs = [s.publish("t", b"x", 2) for _ in range(qos2_window + 5)]
+        assert len(b.read()) == qos2_window and s.queued_count == 5
+        assert s.publish("t", b"x", 1).qos == 1 and s.queued_count == 6  # behind the queue, FIFO
+        b.pubrec(recs[0].packet_id)
+        b.pubcomp(recs[0].packet_id)
+        assert s.inflight_count == qos2_window  # the freed QoS 2 slot went to the next QoS 2
+
     def test_v5_window_resets_on_reconnect(self):
         s, b = connected(5, max_inflight=3, connack={"receive_maximum": 1})
         r = s.publish("t", b"x", 1)
