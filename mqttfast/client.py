@@ -311,10 +311,6 @@ class Client:
     def loop_object(self) -> Loop:
         return self._loop
 
-    @property
-    def connection(self) -> Optional[Connection]:
-        return self._conn
-
     # ------------------------------------------------------------------ connecting
 
     def connect(self, host: str = "127.0.0.1", port: Optional[int] = None, keepalive: int = 60,

@@ -111,8 +111,6 @@ class AuthRequest:
     properties: Props = None
 
 
-Event = Any  # one of the classes above
-
 __all__ = [
     "AuthRequest", "ConnectionRefused", "ConnectionState", "Connected", "Disconnected",
     "PublishState", "Subscribed", "TRANSITIONS", "Unsubscribed",

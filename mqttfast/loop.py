@@ -123,7 +123,6 @@ class Connection:
         self.closing = False  # the user asked to close: no reconnect
         self.was_connected = False  # a CONNACK accepted on some connection
         self.attempt = 0  # reconnect attempts since the last successful CONNACK
-        self.error: Optional[BaseException] = None
         self.notify_writes = False  # someone waits for bytes to be written: call on_written
         self.connected_at = 0.0  # when CONNACK arrived
         self.started_at = 0.0  # when the current connection attempt began
@@ -162,7 +161,6 @@ class Connection:
         if self.phase is CLOSED:
             return
         self.phase = CONNECTING
-        self.error = None
         now = _monotonic()
         self.started_at = now
         self._connect_deadline = now + self.connect_timeout
@@ -458,7 +456,6 @@ class Connection:
             self.handler.on_closed(self, _ending(error, cause, False))
             return
         self._drop_socket(drain=self.closing)
-        self.error = error
         with self.lock:
             self.session.connection_lost(str(error) if error else "disconnected")
             completed = self.session.take_completed()
@@ -564,9 +561,6 @@ class Loop:
     def owner_id(self) -> Optional[int]:
         """The ``threading.get_ident()`` of the thread driving the loop now (None: nobody)."""
         return self._owner_id
-
-    def in_loop_thread(self) -> bool:
-        return self._owner_id == threading.get_ident()
 
     def _schedule(self, target: Any, when: float) -> None:
         if when < target._timer_at:

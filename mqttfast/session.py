@@ -524,7 +524,7 @@ class Session:
             raise ValueError("a client must not send subscription_identifier in a PUBLISH "
                              "(MQTT 5 3.3.4); it belongs to SUBSCRIBE")
         alias = properties.get("topic_alias")
-        if alias is not None and self.state == CONNECTED:
+        if alias is not None and self.state == CONNECTED:  # at the call, even if it must queue
             self._check_alias(alias)
 
     def _check_alias(self, alias: Any) -> None:
@@ -568,17 +568,6 @@ class Session:
             if self.clean_session and self.state == DISCONNECTED:
                 raise NotConnected("not connected, and no persistent session to queue in "
                                    "(connect first, or use clean_session=False)")
-            if len(self._pending) >= self.max_queued:
-                raise QueueFull(f"{len(self._pending)} publishes queued while not connected "
-                                f"(max_queued={self.max_queued})")
-            if record.qos == 0:
-                size = _queued_size(record)
-                if self._queued_bytes + size + len(self.out) > self.max_buffer:
-                    raise QueueFull(f"{self._queued_bytes} bytes of QoS 0 messages queued while "
-                                    f"not connected (max_buffer={self.max_buffer})")
-                self._queued_bytes += size
-            self._pending.append(record)
-            return record
         elif record.qos == 0:
             self._write_queued_qos0(record)
             return record
@@ -589,6 +578,12 @@ class Session:
         if len(self._pending) >= self.max_queued:
             raise QueueFull(f"{len(self._inflight)} publishes in flight and {len(self._pending)} "
                             f"queued (max_queued={self.max_queued})")
+        if record.qos == 0:  # only while not connected: bounded by bytes too
+            size = _queued_size(record)
+            if self._queued_bytes + size + len(self.out) > self.max_buffer:
+                raise QueueFull(f"{self._queued_bytes} bytes of QoS 0 messages queued while "
+                                f"not connected (max_buffer={self.max_buffer})")
+            self._queued_bytes += size
         self._pending.append(record)
         return record
 

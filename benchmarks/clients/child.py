@@ -95,6 +95,30 @@ class Control:
         self.emit("result", **fields)
 
 
+def received(ctl: Control, state: Any, n: int, timed_out: bool, **info: Any) -> None:
+    """A receiver's result from its ``[count, t_first, t_last]`` (taken before disconnecting,
+    so nothing that arrives during the disconnect counts)."""
+    count, t_first, t_last = state
+    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n,
+               timed_out=timed_out, **info)
+
+
+async def until_set(ctl: Control, done: Any, timeout: float, **info: Any) -> bool:
+    """An asyncio receiver: say ready, then wait for ``done`` (an ``asyncio.Event`` the counting
+    callback sets at the N-th message; the parent's ``stop`` sets it too). True if ``timeout``
+    passed first."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    ctl.on_stop(lambda: loop.call_soon_threadsafe(done.set))
+    ctl.ready(**info)
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
 def payload_of(size: int) -> bytes:
     """The benchmark payload: ``size`` printable bytes (the same for every client)."""
     return bytes(33 + i % 94 for i in range(size))

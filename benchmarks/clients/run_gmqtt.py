@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-from .child import Control, payload_of
+from .child import Control, payload_of, received, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -105,7 +105,6 @@ async def _publish(spec: Dict[str, Any], ctl: Control) -> None:
 
 async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
     n = spec["n"]
-    loop = asyncio.get_running_loop()
     done = asyncio.Event()
     subscribed = asyncio.Event()
     state: List[Any] = [0, None, None]  # count, t_first, t_last
@@ -130,17 +129,10 @@ async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
     await c.connect(spec["host"], spec["port"], keepalive=60, version=_version(spec))
     c.subscribe(spec["topic"], qos=spec["qos"])
     await asyncio.wait_for(subscribed.wait(), 10)
-    ctl.on_stop(lambda: loop.call_soon_threadsafe(done.set))
-    ctl.ready(**_info())
-    timed_out = False
-    try:
-        await asyncio.wait_for(done.wait(), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
-    count, t_first, t_last = state
+    timed_out = await until_set(ctl, done, spec["timeout"], **_info())
+    got = tuple(state)
     await c.disconnect()
-    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n,
-               timed_out=timed_out, **_info())
+    received(ctl, got, n, timed_out, **_info())
 
 
 def publish(spec: Dict[str, Any], ctl: Control) -> None:

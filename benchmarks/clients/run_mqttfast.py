@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import mqttfast
 from mqttfast import codec
 
-from .child import Control, payload_of
+from .child import Control, payload_of, received
 
 perf_counter = time.perf_counter
 
@@ -46,7 +46,8 @@ def publish(spec: Dict[str, Any], ctl: Control) -> None:
     if spec.get("variant") == "default":
         c = mqttfast.Client(client_id=spec["client_id"], protocol=protocol)
     else:
-        tuned: Dict[str, Any] = {"max_inflight": int(spec.get("window") or 65535)}
+        window = int(spec.get("window") or 65535)  # QoS 2 too: tuned means the same window
+        tuned: Dict[str, Any] = {"max_inflight": window, "max_inflight_qos2": window}
         if protocol == 5:
             tuned["outgoing_aliases"] = False
         c = mqttfast.Client(client_id=spec["client_id"], protocol=protocol, **tuned)
@@ -109,7 +110,6 @@ def receive(spec: Dict[str, Any], ctl: Control) -> None:
     ctl.on_stop(done.set)
     ctl.ready(**_info())
     timed_out = not done.wait(spec["timeout"])
-    count, t_first, t_last = state
+    got = tuple(state)
     c.disconnect()
-    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n,
-               timed_out=timed_out, **_info())
+    received(ctl, got, n, timed_out, **_info())

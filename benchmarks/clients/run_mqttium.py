@@ -32,7 +32,7 @@ import mqttium
 from mqttium import FlowControlError, MQTTProtocolVersion
 from mqttium.api import AsyncClient
 
-from .child import Control, payload_of
+from .child import Control, payload_of, received, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -116,7 +116,6 @@ async def _publish(spec: Dict[str, Any], ctl: Control) -> None:
 
 async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
     n = spec["n"]
-    loop = asyncio.get_running_loop()
     done = asyncio.Event()
     state: List[Any] = [0, None, None]  # count, t_first, t_last
 
@@ -133,17 +132,10 @@ async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
     c.on_message = on_message
     await c.connect(spec["host"], spec["port"])
     await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
-    ctl.on_stop(lambda: loop.call_soon_threadsafe(done.set))
-    ctl.ready(**_info())
-    timed_out = False
-    try:
-        await asyncio.wait_for(done.wait(), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
-    count, t_first, t_last = state
+    timed_out = await until_set(ctl, done, spec["timeout"], **_info())
+    got = tuple(state)
     await c.disconnect()
-    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n,
-               timed_out=timed_out, **_info())
+    received(ctl, got, n, timed_out, **_info())
 
 
 def publish(spec: Dict[str, Any], ctl: Control) -> None:

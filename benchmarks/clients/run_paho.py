@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import paho.mqtt
 import paho.mqtt.client as mqtt
 
-from .child import Control, payload_of
+from .child import Control, payload_of, received
 
 perf_counter = time.perf_counter
 
@@ -148,8 +148,7 @@ def receive(spec: Dict[str, Any], ctl: Control) -> None:
     ctl.on_stop(done.set)
     ctl.ready(**_info())
     timed_out = not done.wait(spec["timeout"])
-    count, t_first, t_last = state
+    got = tuple(state)
     c.disconnect()
     c.loop_stop()
-    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n,
-               timed_out=timed_out, **_info())
+    received(ctl, got, n, timed_out, **_info())

@@ -29,7 +29,7 @@ from typing import Any, Dict, List
 
 import zmqtt
 
-from .child import Control, payload_of
+from .child import Control, payload_of, received
 
 perf_counter = time.perf_counter
 
@@ -120,10 +120,9 @@ async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
             consumer.cancel()
         stopper.cancel()
         await asyncio.gather(consumer, stopper, return_exceptions=True)
-    count, t_first, t_last = state
+    got = tuple(state)
     await c.disconnect()
-    ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n,
-               timed_out=timed_out, **_info())
+    received(ctl, got, n, timed_out, **_info())
 
 
 def publish(spec: Dict[str, Any], ctl: Control) -> None:
