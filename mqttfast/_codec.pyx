@@ -967,7 +967,8 @@ cdef class StreamDecoder:
             PyByteArray_Resize(buf, have + take)
             memcpy(PyByteArray_AS_STRING(buf) + have, p + used, take)
             used += take
-        if PyByteArray_GET_SIZE(buf) == total:
+        # More than one packet is held only after an error: the first one fails again.
+        if PyByteArray_GET_SIZE(buf) >= total:
             b = <const unsigned char*>PyByteArray_AS_STRING(buf)
             out.append(_decode_body(b[0], b, i, total, self._protocol, self._cache))
             self._buf = bytearray()
