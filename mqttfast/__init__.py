@@ -37,6 +37,17 @@ from .loop import Backoff, Loop, TransportState
 from .store import MemoryStore
 from .wire import topic_matches
 
+
+def __getattr__(name: str) -> object:
+    # ``mqttfast.aio`` (the asyncio client) loads on first use: ``import mqttfast`` stays free of
+    # asyncio.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AckableMessage", "AuthRequest", "ConnectionRefused", "ConnectionState", "Connected",
     "Disconnected", "PublishState", "Subscribed", "TransportState", "Unsubscribed",

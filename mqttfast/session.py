@@ -457,6 +457,13 @@ class Session:
         self.ping_sent_at = now
         return True
 
+    def hold_input(self, now: float) -> None:
+        """The owner has stopped reading (its application is behind: TCP back-pressure), so the
+        broker's silence is ours, not the broker's: until reading resumes, keep-alive only keeps
+        our side alive (``tick`` pings when due) and does not time the broker out."""
+        self.last_received = now
+        self.ping_sent_at = None
+
     # ------------------------------------------------------------------ publishing
 
     def _next_packet_id(self) -> int:

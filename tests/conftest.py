@@ -182,3 +182,23 @@ def scripted_peer() -> _typing.Iterator[_typing.Callable[..., ScriptedPeer]]:
         for peer in made:
             peer.close()
 # END scripted peer fixture
+
+
+# ==================================================================================================
+# BEGIN asyncio event loops (pytest-asyncio): every asyncio test runs on the default loop and, where
+# it is installed (not on Windows), on uvloop. A test may pick with
+# @pytest.mark.asyncio(loop_factories=["asyncio"]).
+# ==================================================================================================
+import asyncio as _asyncio  # noqa: E402
+
+
+def pytest_asyncio_loop_factories(config: _typing.Any, item: _typing.Any) -> _typing.Dict[str, _typing.Any]:
+    factories: _typing.Dict[str, _typing.Any] = {"asyncio": _asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+# END asyncio event loops
