@@ -60,7 +60,8 @@ ensure_venv() {
 build_in_place() {
     [[ -z ${MQTTFAST_PURE:-} ]] || return 0
     local out
-    if ! out=$(cd "$repo" && "$py" setup.py build_ext --inplace 2>&1); then
+    # MQTTFAST_REQUIRE_C: a compile failure fails here, not a fallback to the pure twin (setup.py)
+    if ! out=$(cd "$repo" && MQTTFAST_REQUIRE_C=1 "$py" setup.py build_ext --inplace 2>&1); then
         echo "$out" >&2
         echo "ci: building the C twin failed (output above)" >&2
         return 1

@@ -1188,15 +1188,16 @@ usage: mqttfast pub [options]     publish messages (like mosquitto_pub)
 
 
 def _bench(argv: List[str]) -> int:
-    try:  # lazily: the load generator is optional and heavier
+    try:  # lazily: the load generator is heavier than pub / sub
         bench_main = importlib.import_module("mqttfast.bench.cli").main
     except ModuleNotFoundError as exc:
         if exc.name in ("mqttfast.bench", "mqttfast.bench.cli"):
             _stderr("Error: mqttfast bench is not available in this installation "
                     "(the mqttfast.bench package is missing)")
         else:
-            _stderr(f"Error: mqttfast bench needs the {exc.name!r} module: "
-                    "pip install 'mqttfast[loadgen]'")
+            _stderr(f"Error: mqttfast bench needs the {exc.name!r} module, missing from this "
+                    "installation: reinstall mqttfast with its dependencies "
+                    "(pip install --force-reinstall mqttfast)")
         return EXIT_USAGE
     return int(bench_main(argv) or 0)
 

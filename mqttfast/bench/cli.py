@@ -441,8 +441,8 @@ def _main(argv: List[str]) -> int:
     try:
         import hdrh  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
-        raise UsageError("mqttfast bench needs the hdrhistogram package: "
-                         "pip install 'mqttfast[loadgen]'") from None
+        raise UsageError("mqttfast bench needs the hdrhistogram package, a dependency of mqttfast "
+                         "missing from this environment: pip install 'hdrhistogram>=0.10'") from None
     if ns.plot:
         from .report import plot_available
 
