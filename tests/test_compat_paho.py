@@ -54,7 +54,7 @@ def _both(name: str, args: List[str], tmp: Path) -> str:
 
 
 @pytest.mark.parametrize("name", ["pub_sub_v2.py", "loop_forever_v1.py", "callbacks_v5.py",
-                                  "manual_loop.py"])
+                                  "manual_loop.py", "async_forever.py"])
 def test_program_same_output(name: str, broker, tmp_path: Path) -> None:
     _both(name, [broker.host, str(broker.port)], tmp_path)
 
@@ -233,3 +233,74 @@ def test_qos0_on_publish_and_publish_from_callback(broker) -> None:
     client.disconnect()
     client.loop_stop()
     assert seen == list(range(1, 21))
+
+
+def test_reconnect_after_the_broker_restarts(broker_factory) -> None:
+    """paho's shape of a drop under loop_start: on_disconnect (connection lost), then, once the
+    broker is back, on_connect again; the program's resubscribe in on_connect works."""
+    broker = broker_factory()
+    client = compat.Client(compat.CallbackAPIVersion.VERSION2, client_id="compat-restart")
+    client.reconnect_delay_set(0.1, 0.5)
+    events: List[str] = []
+    connects = threading.Semaphore(0)
+    got = threading.Event()
+
+    def on_connect(c, userdata, flags, reason_code, properties) -> None:
+        events.append(f"connect {reason_code}")
+        c.subscribe("compat/restart", 1)
+        connects.release()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda c, u, flags, rc, p: events.append(
+        f"disconnect {rc} server={flags.is_disconnect_packet_from_server}")
+    client.on_message = lambda c, u, m: got.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    assert connects.acquire(timeout=5)
+    broker.restart()
+    assert connects.acquire(timeout=15), events
+    info = client.publish("compat/restart", b"back", qos=1)
+    info.wait_for_publish(5)
+    assert info.is_published() and got.wait(5)
+    client.disconnect()
+    client.loop_stop()
+    assert events[:3] == ["connect Success", "disconnect Unspecified error server=False",
+                          "connect Success"], events
+    assert events[-1] == "disconnect Normal disconnection server=False"
+
+
+def test_reconnect_call_starts_a_new_connection(broker) -> None:
+    """reconnect() drops the connection without on_disconnect (as paho) and connects again."""
+    client = compat.Client(compat.CallbackAPIVersion.VERSION2, client_id="compat-reconnect")
+    events: List[str] = []
+    client.on_connect = lambda c, u, f, rc, p: events.append("connect")
+    client.on_disconnect = lambda c, u, f, rc, p: events.append("disconnect")
+    client.connect(broker.host, broker.port)
+    assert client.reconnect() == compat.MQTT_ERR_SUCCESS
+    client.loop(0.1)
+    assert client.is_connected()
+    client.disconnect()
+    client.loop(0.1)
+    assert events == ["connect", "connect", "disconnect"]
+
+
+def test_manual_ack(broker) -> None:
+    """manual_ack=True: a QoS 1 message is acknowledged when the program calls ack(mid, qos)."""
+    client = compat.Client(compat.CallbackAPIVersion.VERSION2, client_id="compat-ack",
+                           manual_ack=True)
+    messages: List[compat.MQTTMessage] = []
+    client.on_message = lambda c, u, m: messages.append(m)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.subscribe("compat/ack", 1)
+    client.publish("compat/ack", b"1", qos=1).wait_for_publish(5)
+    deadline = threading.Event()
+    for _ in range(50):
+        if messages:
+            break
+        deadline.wait(0.1)
+    assert messages and messages[0].qos == 1
+    assert client.ack(messages[0].mid, 1) == compat.MQTT_ERR_SUCCESS
+    assert client.ack(messages[0].mid, 1) == compat.MQTT_ERR_NOT_FOUND  # once only
+    client.disconnect()
+    client.loop_stop()
