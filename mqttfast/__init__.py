@@ -22,6 +22,7 @@ from .errors import (
     PayloadTooLarge,
     ProtocolError,
     QueueFull,
+    StoreError,
 )
 from .events import (
     AuthRequest,
@@ -34,6 +35,7 @@ from .events import (
     Unsubscribed,
 )
 from .loop import Backoff, Loop, TransportState
+from .sqlite_store import SQLiteStore
 from .store import MemoryStore
 from .wire import topic_matches
 
@@ -55,5 +57,6 @@ __all__ = [
     "Backoff", "BatchHandle", "Client", "ConnectRefused", "ConnectionLost", "InvalidTopic",
     "Loop", "MQTTError", "MalformedPacket", "MemoryStore", "Message", "NotConnected",
     "PacketTooLarge", "PayloadTooLarge", "ProtocolError", "PublishHandle", "QueueFull",
-    "RequestHandle", "Subscription", "Will", "__version__", "tls_context", "topic_matches",
+    "RequestHandle", "SQLiteStore", "StoreError", "Subscription", "Will", "__version__",
+    "tls_context", "topic_matches",
 ]

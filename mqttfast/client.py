@@ -27,7 +27,9 @@ import queue
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union,
+)
 
 from .codec import Publish, Subscription, Will
 from .constants import MQTT_5
@@ -259,6 +261,7 @@ class Client:
         self.connect_timeout = connect_timeout
         self.max_buffer = max_buffer
         self.block_when_full = block_when_full  # QueueFull blocks publish() instead of raising
+        self._handle_cls = type("PublishHandle", (PublishHandle,), {"__slots__": (), "_client": self})
         # The session checks every CONNECT parameter here: a bad one raises now.
         self.session = Session(client_id, protocol, clean, username=username, password=password,
                                will=will, properties=connect_props or None,
@@ -267,9 +270,10 @@ class Client:
                                max_buffer=max_buffer, ack_timeout=ack_timeout,
                                max_retries=max_retries, topic_alias_maximum=topic_alias_maximum,
                                outgoing_aliases=outgoing_aliases, max_packet_size=max_packet_size,
-                               manual_ack=manual_ack, store=store)
+                               manual_ack=manual_ack, store=store, record_cls=self._handle_cls)
         self._connect_args = (username, password, will, connect_props or None)
-        self._handle_cls = type("PublishHandle", (PublishHandle,), {"__slots__": (), "_client": self})
+        self._durable = self.session.store.durable
+        self._batching: Set[int] = set()  # threads inside publish_many: it commits once
         self._events = _LoopEvents(self)
         self._own_loop = loop is None
         self._loop = loop if loop is not None else Loop()
@@ -310,6 +314,12 @@ class Client:
     @property
     def loop_object(self) -> Loop:
         return self._loop
+
+    @property
+    def restored(self) -> List[PublishHandle]:
+        """Handles of the publishes a durable store brought back from an earlier process: they
+        are sent again once connected, and complete (``wait``, ``on_publish``) like any other."""
+        return self.session.restored  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ connecting
 
@@ -448,6 +458,8 @@ class Client:
                     else:
                         handle = self._written = WrittenHandle(self, result, taken)  # type: ignore[arg-type]
                     result = handle  # type: ignore[assignment]
+                elif self._durable and threading.get_ident() not in self._batching:
+                    session.store.commit()  # durable before publish returns (and before sent)
                 break
             except QueueFull:
                 if not self.block_when_full:
@@ -480,8 +492,20 @@ class Client:
                 self._drain()
             return BatchHandle([handle])
         handles = []
-        for payload in payloads:
-            handles.append(self.publish(topic, payload, qos, retain, properties))
+        if not (self._durable and qos):
+            for payload in payloads:
+                handles.append(self.publish(topic, payload, qos, retain, properties))
+            return BatchHandle(handles)
+        me = threading.get_ident()
+        self._batching.add(me)
+        try:
+            for payload in payloads:
+                handles.append(self.publish(topic, payload, qos, retain, properties))
+        finally:
+            self._batching.discard(me)
+            if handles:  # one transaction for the batch, before it returns (or raises)
+                with conn.lock:
+                    session.store.commit()
         return BatchHandle(handles)
 
     def _drain(self) -> None:

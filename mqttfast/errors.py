@@ -48,3 +48,8 @@ class QueueFull(MQTTError):
 
 class NotConnected(MQTTError):
     """An operation that needs a connection (or a persistent session) was called without one."""
+
+
+class StoreError(MQTTError):
+    """A durable session store cannot be used or written: locked by another client, damaged, of
+    another program or a newer version, bound to another client id, or the disk is full."""

@@ -186,7 +186,7 @@ class Session:
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
                  max_packet_size: Optional[int] = None, manual_ack: bool = False,
-                 store: Optional[MemoryStore] = None) -> None:
+                 store: Optional[MemoryStore] = None, record_cls: type = Outgoing) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")
         if max_inflight is None:
@@ -266,6 +266,29 @@ class Session:
         self._decoder = StreamDecoder(protocol, max_packet_size)
         self._connect_packet: Optional[Connect] = None
         self.configure(keepalive, username, password, will, properties)
+        # Publishes a durable store kept from an earlier process (``record_cls`` instances).
+        self.restored: List[Outgoing] = self._load_store(record_cls) if self._durable else []
+
+    def _load_store(self, cls: type) -> List[Outgoing]:
+        """Take back what a durable store holds for this client id: in flight (re-sent with DUP,
+        or PUBREL, on a CONNACK with Session Present; as new if the broker lost the session),
+        then queued, in the order they were published."""
+        records: List[Outgoing] = []
+        for stored in self.store.attach(self.client_id, self.clean_session):
+            record = cls(stored.topic, stored.payload, stored.qos, stored.retain,
+                         stored.properties)
+            record.packet_id = stored.packet_id
+            record.state = stored.state
+            self.store.adopt(record, stored.key)
+            if record.packet_id:
+                self._inflight[record.packet_id] = record
+                self._last_id = record.packet_id
+                if record.qos == 2:
+                    self._inflight2 += 1
+            else:
+                self._pending.append(record)
+            records.append(record)
+        return records
 
     # ------------------------------------------------------------------ CONNECT parameters
 
@@ -354,8 +377,9 @@ class Session:
         for record in list(self._inflight.values()) + list(self._pending):
             self._fail(record, reason)
         if self._durable:
-            for pid in self._inflight:
-                self.store.removed(pid)
+            for record in list(self._inflight.values()) + list(self._pending):
+                self.store.removed(record)
+            self.store.commit()
         self._inflight.clear()
         self._inflight2 = 0
         self._pending.clear()
@@ -591,6 +615,8 @@ class Session:
                 raise QueueFull(f"{self._queued_bytes} bytes of QoS 0 messages queued while "
                                 f"not connected (max_buffer={self.max_buffer})")
             self._queued_bytes += size
+        elif self._durable:
+            self.store.saved(record)
         self._pending.append(record)
         return record
 
@@ -706,6 +732,8 @@ class Session:
                 try:
                     self._start_inflight(record, now)
                 except (ValueError, TypeError) as exc:  # not sendable on this connection
+                    if self._durable:
+                        self.store.removed(record)
                     self._fail(record, str(exc))
 
     # ------------------------------------------------------------------ subscriptions
@@ -797,6 +825,8 @@ class Session:
                 # be sent behind ours [MQTT-3.14.4-1]; the broker re-sends what we did not ack.
                 break
             self._handle(pkt, messages, now)
+        if self._durable:  # one transaction per chunk read, before anything it caused is sent
+            self.store.commit()
         return messages
 
     def _handle(self, pkt: Any, messages: List[Any], now: float) -> None:
@@ -887,6 +917,9 @@ class Session:
         (MQTT 5 3.2.2.1.2), so ours goes too. Unacknowledged publishes are not lost: they are
         sent again as new messages (DUP 0, new packet ids), ahead of the queue; a QoS 2 message
         past PUBREC was received by the broker and completes."""
+        if self._durable:
+            for pid in self._incoming:
+                self.store.incoming_changed(pid, False)
         self._incoming.clear()
         restart: List[Outgoing] = []
         for pid, record in list(self._inflight.items()):
@@ -894,11 +927,11 @@ class Session:
                 self._complete(record, 0, 0.0, refill=False)
                 continue
             self._forget(pid, record)
-            if self._durable:
-                self.store.removed(pid)
             record.packet_id = 0
             record.attempts = 0
             record.state = QUEUED
+            if self._durable:
+                self.store.saved(record)
             restart.append(record)
         self._pending.extendleft(reversed(restart))
         self._timeouts.clear()
@@ -916,6 +949,8 @@ class Session:
                                  True, record.properties)
                 except (ValueError, TypeError) as exc:  # e.g. over the new broker's size limit
                     self._forget(pid, record)
+                    if self._durable:
+                        self.store.removed(record)
                     self._fail(record, str(exc))
                     continue
             if self.ack_timeout is not None:
@@ -978,7 +1013,7 @@ class Session:
         else:
             record.state = DONE
         if self._durable:
-            self.store.removed(record.packet_id)
+            self.store.removed(record)
         self.completed.append(record)
         if refill and self._pending:
             self._fill_window(now)
@@ -1023,7 +1058,7 @@ class Session:
             else:
                 self._forget(record.packet_id, record)
                 if self._durable:
-                    self.store.removed(record.packet_id)
+                    self.store.removed(record)
                 self._fail(record, f"not acknowledged after {record.attempts + 1} attempts")
                 self._fill_window(now)
 

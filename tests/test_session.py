@@ -737,8 +737,8 @@ class RecordingStore(MemoryStore):
     def saved(self, record):
         self.log.append(("saved", record.packet_id, record.state))
 
-    def removed(self, packet_id):
-        self.log.append(("removed", packet_id))
+    def removed(self, record):
+        self.log.append(("removed", record.packet_id))
 
     def incoming_changed(self, packet_id, present):
         self.log.append(("incoming", packet_id, present))
@@ -751,13 +751,13 @@ class TestDurableStoreHooks:
         s, b = connected(protocol, clean_session=False, store=store, max_inflight=1)
         q1 = s.publish("t", b"1", 1)
         q2 = s.publish("t", b"2", 2)  # queued: not in flight yet
-        assert store.log == [("saved", q1.packet_id, WAIT_PUBACK)]
+        assert store.log == [("saved", q1.packet_id, WAIT_PUBACK), ("saved", 0, QUEUED)]
         b.puback(q1.packet_id)  # completes q1, sends q2
         b.pubrec(q2.packet_id)
         b.pubcomp(q2.packet_id)
         b.send(publish_packet("in", b"x", 2, 40))
         b.pubrel(40)
-        assert store.log[1:] == [
+        assert store.log[2:] == [
             ("removed", q1.packet_id), ("saved", q2.packet_id, WAIT_PUBREC),
             ("saved", q2.packet_id, WAIT_PUBCOMP), ("removed", q2.packet_id),
             ("incoming", 40, True), ("incoming", 40, False)]
