@@ -405,12 +405,12 @@ async def test_receive_back_pressure_pause_loses_nothing_and_stays_bounded(broke
         for i in range(500):
             pub.publish_nowait(name, b"p%04d" % i, qos=1)
         await asyncio.sleep(1.0)  # nobody consumes: the queue fills, reading pauses
-        assert sub._reading_paused
-        assert 50 <= len(sub._inbox) < 500
+        assert sub.reading_paused
+        assert 50 <= sub.queued_messages < 500
         assert sub.dropped == 0
         got = await take(sub, 500, 20)
         assert [m.payload for m in got] == [b"p%04d" % i for i in range(500)]
-        assert not sub._reading_paused
+        assert not sub.reading_paused
     finally:
         await close_all(sub, pub)
 
@@ -424,8 +424,8 @@ async def test_receive_drop_policy_counts_what_it_drops(broker):
         pub = await connected(broker.port)
         for i in range(300):
             await pub.publish(name, b"d%03d" % i)
-        await asyncio.wait_for(_until(lambda: len(sub._inbox) + sub.dropped >= 300), 10)
-        assert len(sub._inbox) == 20 and sub.dropped == 280
+        await asyncio.wait_for(_until(lambda: sub.queued_messages + sub.dropped >= 300), 10)
+        assert sub.queued_messages == 20 and sub.dropped == 280
         got = await take(sub, 20)
         assert [m.payload for m in got] == [b"d%03d" % i for i in range(20)]  # the oldest kept
     finally:
@@ -448,7 +448,7 @@ async def test_a_paused_consumer_does_not_stall_keepalive(broker):
             pub.publish_nowait(name, b"k%02d" % i, qos=1)
         await asyncio.sleep(3.5)  # > 3 keep-alive periods with reading paused
         assert not lost and sub.is_connected, lost
-        assert sub._reading_paused
+        assert sub.reading_paused
         got = await take(sub, 50)
         assert [m.payload for m in got] == [b"k%02d" % i for i in range(50)]
         assert sub.is_connected

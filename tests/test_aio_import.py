@@ -16,4 +16,4 @@ def test_import_mqttfast_does_not_import_asyncio_until_aio_is_used():
 def test_mqttfast_aio_is_reachable_as_an_attribute():
     code = "import mqttfast; print(mqttfast.aio.Client.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "mqttfast.aio", out.stderr
+    assert out.returncode == 0 and out.stdout.strip() == "mqttfast.aio.client", out.stderr

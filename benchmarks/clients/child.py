@@ -126,6 +126,11 @@ def payload_of(size: int) -> bytes:
 
 def run(spec: Dict[str, Any]) -> int:
     ctl = Control()
+    if spec.get("event_loop") == "uvloop":  # bench_aio.py: the asyncio runners on uvloop
+        import asyncio
+
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     client = spec["client"]
     role = spec["role"]
     try:
@@ -143,6 +148,10 @@ def run(spec: Dict[str, Any]) -> int:
             from . import run_awscrt as module  # type: ignore[no-redef]
         elif client == "zmqtt":
             from . import run_zmqtt as module  # type: ignore[no-redef]
+        elif client == "mqttfast_aio":
+            from . import run_mqttfast_aio as module  # type: ignore[no-redef]
+        elif client == "aiomqtt":
+            from . import run_aiomqtt as module  # type: ignore[no-redef]
         else:
             raise ValueError(f"unknown client {client!r}")
         fn = getattr(module, role, None)

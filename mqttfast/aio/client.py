@@ -24,13 +24,13 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Union
 
-from .client import AckableMessage, Message, tls_context
-from .codec import Publish, Subscription, Will
-from .constants import MQTT_5
-from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, ProtocolError, QueueFull
-from .events import (
+from ..client import AckableMessage, tls_context
+from ..codec import Publish, Subscription, Will
+from ..constants import MQTT_5
+from ..errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, ProtocolError, QueueFull
+from ..events import (
     AuthRequest,
     ConnectionRefused,
     Connected,
@@ -39,9 +39,11 @@ from .events import (
     Subscribed,
     Unsubscribed,
 )
-from .loop import RECV_SIZE, Backoff
-from .session import CONNECTED, DISCONNECTED, Outgoing, Session, subscriptions_from
-from .store import MemoryStore
+from ..loop import Backoff
+from ..session import CONNECTED, DISCONNECTED, Outgoing, Session, subscriptions_from
+from ..store import MemoryStore
+from .handles import BatchHandle, PublishFailed, PublishHandle, RequestHandle, WrittenHandle
+from .protocol import ConnectionProtocol, MessageIterator
 
 log = logging.getLogger("mqttfast")
 
@@ -61,222 +63,6 @@ class GaveUp(ConnectionLost):
         self.attempts = attempts
         self.last_error = last_error
 
-
-class PublishFailed(MQTTError):
-    """The broker answered a QoS 1/2 publish with a failure reason code (>= 0x80, MQTT 5), or it
-    could not be sent (``reason_code`` 0, ``handle.error`` says why)."""
-
-    def __init__(self, handle: Any) -> None:
-        super().__init__(f"publish to {handle.topic!r} failed: {handle.error}")
-        self.handle = handle
-        self.reason_code = handle.reason_code
-
-
-# ---------------------------------------------------------------------- handles
-
-class PublishHandle(Outgoing):
-    """A tracked publish (QoS 1/2, or QoS 0 queued while not connected), as in ``mqttfast.Client``,
-    but ``wait()`` is a coroutine (and the handle itself can be awaited). Each Client makes its own
-    subclass with ``_client`` as a class attribute (no attribute store per message)."""
-
-    __slots__ = ()
-    _client: "Client"
-
-    async def wait(self, timeout: Optional[float] = None) -> bool:
-        """True once acknowledged; False when it failed or ``timeout`` passed first."""
-        if self.state < _DONE:
-            await self._client._wait(lambda: self.state >= _DONE, timeout, self)
-        return self.state == _DONE
-
-    def __await__(self) -> Generator[Any, None, bool]:
-        return self.wait().__await__()
-
-    @property
-    def is_published(self) -> bool:
-        return self.state == _DONE
-
-
-class WrittenHandle:
-    """A QoS 0 publish: done once the stream up to its mark left the transport's buffer, ok
-    unless the connection dropped first. Consecutive QoS 0 publishes of one write share a handle
-    (as in ``mqttfast.Client``)."""
-
-    __slots__ = ("_client", "_mark", "_taken")
-    qos = 0
-
-    def __init__(self, client: "Client", mark: int, taken: int) -> None:
-        self._client = client
-        self._mark = mark
-        self._taken = taken
-
-    @property
-    def done(self) -> bool:
-        return self._client.session.written(self._mark) is not None
-
-    @property
-    def ok(self) -> bool:
-        return self._client.session.written(self._mark) is True
-
-    is_published = ok
-
-    @property
-    def error(self) -> Optional[str]:
-        return "the connection dropped before it was written" if \
-            self._client.session.written(self._mark) is False else None
-
-    async def wait(self, timeout: Optional[float] = None) -> bool:
-        client = self._client
-        written = client.session.written
-        if written(self._mark) is None:
-            client._flush()
-            if written(self._mark) is None:
-                await client._wait(lambda: written(self._mark) is not None, timeout, writes=True)
-        return written(self._mark) is True
-
-    def __await__(self) -> Generator[Any, None, bool]:
-        return self.wait().__await__()
-
-
-class BatchHandle:
-    """Several publishes at once (``publish_many``): ok once all succeeded."""
-
-    __slots__ = ("handles",)
-
-    def __init__(self, handles: List[Any]) -> None:
-        self.handles = handles
-
-    @property
-    def done(self) -> bool:
-        return all(h.done for h in self.handles)
-
-    @property
-    def ok(self) -> bool:
-        return all(h.ok for h in self.handles)
-
-    @property
-    def error(self) -> Optional[str]:
-        for handle in self.handles:
-            if handle.error:
-                return handle.error
-        return None
-
-    async def wait(self, timeout: Optional[float] = None) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        for handle in self.handles:
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            if not await handle.wait(left):
-                return False
-        return True
-
-    def __await__(self) -> Generator[Any, None, bool]:
-        return self.wait().__await__()
-
-
-class RequestHandle:
-    """A SUBSCRIBE or UNSUBSCRIBE: ok once acknowledged; ``reason_codes`` holds one code per
-    filter (granted QoS 0-2, or a failure >= 0x80)."""
-
-    __slots__ = ("packet_id", "topics", "reason_codes", "properties", "error", "_client")
-
-    def __init__(self, client: "Client", packet_id: int, topics: Tuple[str, ...]) -> None:
-        self._client = client
-        self.packet_id = packet_id
-        self.topics = topics
-        self.reason_codes: Optional[Tuple[int, ...]] = None
-        self.properties: Optional[dict] = None
-        self.error: Optional[str] = None
-
-    @property
-    def done(self) -> bool:
-        return self.reason_codes is not None or self.error is not None
-
-    @property
-    def ok(self) -> bool:
-        return self.reason_codes is not None
-
-    async def wait(self, timeout: Optional[float] = None) -> bool:
-        if not self.done:
-            await self._client._wait(lambda: self.done, timeout)
-        return self.ok
-
-    def __await__(self) -> Generator[Any, None, bool]:
-        return self.wait().__await__()
-
-    def __repr__(self) -> str:
-        state = "ok" if self.ok else (f"failed: {self.error}" if self.error else "pending")
-        return f"<RequestHandle id={self.packet_id} {list(self.topics)} {state}>"
-
-
-# ---------------------------------------------------------------------- the transport's side
-
-class _Protocol(asyncio.BufferedProtocol):
-    """One connection attempt's protocol object: forwards the transport's calls to the Client,
-    which ignores those of an attempt it has already given up on."""
-
-    def __init__(self, client: "Client") -> None:
-        self.client = client
-        self.transport: Optional[asyncio.Transport] = None
-        self.started = False  # the session has started on this connection
-        self.established = False  # its CONNACK accepted the connection
-        # One buffer per connection: the Proactor loop fills it after get_buffer returns.
-        self.buf = bytearray(RECV_SIZE)
-        self.view = memoryview(self.buf)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.client._made(self)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.client._received(self, nbytes)
-
-    def eof_received(self) -> bool:
-        return False  # the broker closed its side: close ours
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        self.client._lost(self, exc)
-
-    def pause_writing(self) -> None:
-        if self.client._proto is self:
-            self.client._write_paused = True
-
-    def resume_writing(self) -> None:
-        if self.client._proto is self:
-            self.client._write_paused = False
-            self.client._flush()
-
-
-class _Messages:
-    """``async for m in client.messages()``: pops the client's bounded inbox; survives
-    reconnects; ends when the client is closed (raising the error when that was not asked for)."""
-
-    __slots__ = ("_client",)
-
-    def __init__(self, client: "Client") -> None:
-        self._client = client
-
-    def __aiter__(self) -> "_Messages":
-        return self
-
-    async def __anext__(self) -> Publish:
-        client = self._client
-        inbox = client._inbox
-        while not inbox:
-            if client._ended:
-                if client._end_error is not None:
-                    raise client._end_error
-                raise StopAsyncIteration
-            await client._inbox_wait()
-        message = inbox.popleft()
-        if client._reading_paused and len(inbox) <= client._resume_at:
-            client._resume_reading()
-        return message
-
-
-# ---------------------------------------------------------------------- the client
 
 class Client:
     """An asyncio MQTT 3.1 / 3.1.1 / 5.0 client.
@@ -355,7 +141,7 @@ class Client:
         self._host = ""
         self._port = 0
         # The current connection (attempt): its protocol and transport.
-        self._proto: Optional[_Protocol] = None
+        self._proto: Optional[ConnectionProtocol] = None
         self._transport: Optional[asyncio.Transport] = None
         self._in_transport = 0  # bytes handed to the transport that it has not sent yet
         self._write_paused = False
@@ -401,6 +187,16 @@ class Client:
     @property
     def is_connected(self) -> bool:
         return self.session.state is CONNECTED and self._proto is not None
+
+    @property
+    def queued_messages(self) -> int:
+        """Messages received and waiting in the ``messages()`` queue."""
+        return len(self._inbox)
+
+    @property
+    def reading_paused(self) -> bool:
+        """Reading from the socket is paused because the ``messages()`` queue is full."""
+        return self._reading_paused
 
     @property
     def pending_bytes(self) -> int:
@@ -455,7 +251,7 @@ class Client:
         """One connection attempt: TCP (and TLS), CONNECT, CONNACK within ``timeout``."""
         loop = self._loop
         assert loop is not None
-        proto = _Protocol(self)
+        proto = ConnectionProtocol(self)
         self._proto = proto
         waiter = self._connack = loop.create_future()
         host, port = self._host, self._port
@@ -475,7 +271,7 @@ class Client:
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # retrieved: the failure is raised above, not logged as lost
 
-    async def _open(self, proto: _Protocol, waiter: "asyncio.Future[Connected]") -> Connected:
+    async def _open(self, proto: ConnectionProtocol, waiter: "asyncio.Future[Connected]") -> Connected:
         loop = self._loop
         assert loop is not None
         host, port = self._host, self._port
@@ -531,7 +327,7 @@ class Client:
 
     # ------------------------------------------------------------------ from the transport
 
-    def _made(self, proto: _Protocol) -> None:
+    def _made(self, proto: ConnectionProtocol) -> None:
         transport = proto.transport
         assert transport is not None
         if proto is not self._proto:
@@ -550,7 +346,7 @@ class Client:
         assert loop is not None
         return loop.time()
 
-    def _received(self, proto: _Protocol, nbytes: int) -> None:
+    def _received(self, proto: ConnectionProtocol, nbytes: int) -> None:
         if proto is not self._proto:
             return
         session = self.session
@@ -567,7 +363,7 @@ class Client:
         if session.out or self._in_transport:
             self._flush()
 
-    def _lost(self, proto: _Protocol, exc: Optional[Exception]) -> None:
+    def _lost(self, proto: ConnectionProtocol, exc: Optional[Exception]) -> None:
         closed = self._closed_waiter
         if closed is not None and proto is self._proto and not closed.done():
             closed.set_result(None)
@@ -795,7 +591,7 @@ class Client:
 
     # ------------------------------------------------------------------ a connection ends
 
-    def _end(self, proto: _Protocol, error: Optional[BaseException], cause: Any = None,
+    def _end(self, proto: ConnectionProtocol, error: Optional[BaseException], cause: Any = None,
              retry: bool = True) -> None:
         """The connection of ``proto`` is over (once; later calls for it do nothing): close the
         transport, tell the session, fail what cannot complete, decide what comes next."""
@@ -1089,13 +885,13 @@ class Client:
         self._schedule_flush()
         return ok
 
-    def messages(self) -> _Messages:
+    def messages(self) -> MessageIterator:
         """``async for m in c.messages()``: received messages, across reconnects, until the
         client closes (then the iterator ends, or raises the error that closed it, e.g.
         ``GaveUp``). Without ``on_message`` every message is kept for it from the start;
         with ``on_message``, from this call on."""
         self._iterating = True
-        return _Messages(self)
+        return MessageIterator(self)
 
     # ------------------------------------------------------------------ disconnecting
 
@@ -1176,5 +972,4 @@ def _ending(error: Optional[BaseException], cause: Any, will_reconnect: bool) ->
     return Disconnected(0x80, str(error), None, False, error, will_reconnect)
 
 
-__all__ = ["BatchHandle", "Client", "GaveUp", "Message", "PublishFailed", "PublishHandle",
-           "RequestHandle", "WrittenHandle"]
+__all__ = ["Client", "GaveUp"]
