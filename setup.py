@@ -39,9 +39,12 @@ class BuildExtOrPure(build_ext):
     """``build_ext`` that leaves the extension out, rather than failing, when it cannot compile."""
 
     def run(self) -> None:
+        inplace = self.inplace  # (setuptools clears it while it builds)
         try:
             super().run()
         except (CCompilerError, ExecError, PlatformError) as exc:
+            if inplace:  # a developer's rebuild: falling back would leave a stale module in place
+                raise
             _without_c(f"{type(exc).__name__}: {exc}")
             self.extensions = []  # nothing built, so nothing for the wheel or an editable install to list
 
