@@ -255,6 +255,10 @@ def parse(tool: str, argv: Sequence[str]) -> Dict[str, Any]:
         flag = table.get(name)
         if flag is None:
             if token.startswith("-") and token != "-":
+                glued = next((n for n, f in table.items() if f.dest == "password"
+                              and token.startswith(n)), None)
+                if glued is not None:  # -Psecret: the rest of it is a password, never echoed
+                    raise UsageError(f"unknown option {glued + '...'!r} (write {glued} PASSWORD)")
                 raise UsageError(f"unknown option {name!r}")
             raise UsageError(f"unexpected argument {_mask_password(token)!r} "
                              "(options take the form -x VALUE)")
@@ -373,6 +377,13 @@ class Config(NamedTuple):
     keepalive: int
     bind_address: Optional[str]
     props: Dict[str, Dict[str, Any]]
+
+    def __repr__(self) -> str:  # the password stays out of logs and tracebacks
+        kwargs = dict(self.client_kwargs)
+        if kwargs.get("password") is not None:
+            kwargs["password"] = "<hidden>"
+        shown = self._replace(client_kwargs=kwargs)
+        return f"Config({', '.join(f'{n}={v!r}' for n, v in zip(self._fields, shown))})"
 
 
 def _random_id(tool: str) -> str:
