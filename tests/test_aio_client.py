@@ -235,6 +235,34 @@ async def test_reconnect_resubscribes_across_a_broker_restart_and_the_iterator_l
         await close_all(c, pub)
 
 
+async def test_awaited_publish_waits_for_the_reconnect(broker_factory):
+    """While the client reconnects, ``await publish()`` waits for the new connection (a clean
+    session cannot queue) and completes on it. (A retained message shows it reached the broker:
+    the session sends what waited for the CONNACK before the restored SUBSCRIBE.)"""
+    instance = broker_factory(log_types=QUIET_LOG)
+    name = topic("aio-wait")
+    c = aio.Client(client_id=uid("pw"), reconnect=mqttfast.Backoff(0.05, 0.2))
+    try:
+        await asyncio.wait_for(c.connect(HOST, instance.port), 10)
+        await c.subscribe(name, qos=1)
+        instance.stop()
+        await asyncio.wait_for(_until(lambda: not c.is_connected), 10)
+        with pytest.raises(NotConnected):
+            c.publish_nowait(name, b"now", qos=1)  # the fast path does not wait
+        waiting = asyncio.ensure_future(c.publish(name, b"later", qos=1, retain=True))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await asyncio.get_running_loop().run_in_executor(None, instance.start)
+        handle = await asyncio.wait_for(waiting, 15)
+        assert handle.ok
+        late = await connected(instance.port)
+        await late.subscribe(name, qos=1)
+        assert [(m.payload, m.retain) for m in await take(late, 1)] == [(b"later", True)]
+        await close_all(late)
+    finally:
+        await close_all(c)
+
+
 async def _until(predicate: Any, interval: float = 0.01) -> None:
     while not predicate():
         await asyncio.sleep(interval)
