@@ -818,12 +818,16 @@ def select(only: Optional[str]) -> List[Tuple[Scenario, List[str]]]:
     unknown = tokens - known
     if unknown:
         raise SystemExit(f"--only: unknown name(s) {sorted(unknown)}; known: {sorted(known)}")
+    scenarios = tokens & {sc.key for sc in SCENARIOS}
+    clients = tokens - scenarios
     chosen = []
     for sc in SCENARIOS:
-        if not tokens or sc.key in tokens:
+        if scenarios and sc.key not in scenarios:
+            continue
+        if not clients:  # nothing named, or only scenarios: every client of each
             entries = list(sc.entries)
-        else:
-            entries = [e for e in sc.entries if e in tokens]
+        else:  # clients named: those, in the named scenarios (or in every one)
+            entries = [e for e in sc.entries if e in clients]
             if not entries:
                 continue
             if sc.reference in sc.entries and sc.reference not in entries:
@@ -841,7 +845,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="N = 50,000 and one run per measurement")
     ap.add_argument("--json", metavar="PATH", help="write every run and the summary here")
     ap.add_argument("--only", metavar="NAMES",
-                    help="comma-separated scenario and/or client names (references always run)")
+                    help="comma-separated scenario and/or client names: the named clients in the named "
+                         "scenarios (either may be left out; references always run)")
     ap.add_argument("-n", "--messages", type=int, default=None,
                     help="messages per run (default 200,000; --quick 50,000)")
     ap.add_argument("--repeats", type=int, default=None,

@@ -16,6 +16,10 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from libc.string cimport memcmp, memcpy
 
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+
 from .constants import MAX_REMAINING_LENGTH, V5_REASON_CODES
 from .constants import PacketType as _P
 from .errors import InvalidTopic, MalformedPacket, PacketTooLarge, PayloadTooLarge
@@ -493,6 +497,27 @@ cdef Py_ssize_t _append_publish_many(bytearray buf, object topic, object payload
     return PyByteArray_GET_SIZE(buf) - start
 
 
+cdef int _append_alias(bytearray buf, object topic, object payload, object qos,
+                       object packet_id, object retain, object dup, object alias,
+                       Py_ssize_t limit) except -1:
+    cdef PubPlan plan
+    cdef bytes data = _as_payload(payload)
+    cdef int a = _c_strict_int(alias)
+    if a == NOT_INT:
+        raise TypeError(f"topic_alias must be an int, not {type(alias).__name__}")
+    if a < 1 or a > 0xFFFF:
+        raise ValueError(f"topic_alias must be 1..65535, got {alias!r}")
+    cdef bytes props = _alias_props(a)
+    cdef Py_ssize_t old
+    _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, _HAS_ALIAS, props)
+    if limit and plan.total > limit:
+        raise _too_large(plan.total, limit)
+    old = PyByteArray_GET_SIZE(buf)
+    PyByteArray_Resize(buf, old + plan.total)
+    _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
+    return 0
+
+
 @cython.final
 @cython.auto_pickle(False)
 cdef class WriteBuffer:
@@ -548,23 +573,9 @@ cdef class WriteBuffer:
         """Append an MQTT 5 PUBLISH whose one property is the topic alias ``alias`` (``topic``
         may be "" to send the alias alone): the bytes of ``append_publish`` with
         ``properties={"topic_alias": alias}``, without encoding a dict."""
-        cdef PubPlan plan
-        cdef bytes data = _as_payload(payload)
-        cdef int a = _c_strict_int(alias)
-        if a == NOT_INT:
-            raise TypeError(f"topic_alias must be an int, not {type(alias).__name__}")
-        if a < 1 or a > 0xFFFF:
-            raise ValueError(f"topic_alias must be 1..65535, got {alias!r}")
-        cdef bytes props = _alias_props(a)
-        cdef Py_ssize_t old, limit = _c_max_size(max_size)
-        _plan_publish(&plan, topic, data, qos, packet_id, retain, dup, _HAS_ALIAS, props)
-        if limit and plan.total > limit:
-            raise _too_large(plan.total, limit)
-        buf = self._buf
-        old = PyByteArray_GET_SIZE(buf)
-        PyByteArray_Resize(buf, old + plan.total)
-        _write_publish(<unsigned char*>PyByteArray_AS_STRING(buf) + old, &plan, data, props)
-        return self._taken + PyByteArray_GET_SIZE(buf)
+        _append_alias(self._buf, topic, payload, qos, packet_id, retain, dup, alias,
+                      _c_max_size(max_size))
+        return self._taken + PyByteArray_GET_SIZE(self._buf)
 
     def append_publish_many(self, topic, payloads, retain=False, protocol=4, properties=None,
                             max_size=0):
@@ -596,6 +607,182 @@ cdef class WriteBuffer:
         """A copy of what is held (for tests and debugging)."""
         return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self._buf),
                                          PyByteArray_GET_SIZE(self._buf))
+
+
+# ---------------------------------------------------------------------- hot paths above the codec
+#
+# The session and the client keep their logic in Python. What runs once per message on the two bulk
+# paths (a QoS 0 publish, a QoS 0 delivery) is compiled here, with hooks to the layers above, the
+# way asyncpg compiles its protocol core under a Python facade. Both twins define all of it.
+
+cdef enum:
+    _QOS0_OFF = 0  # every QoS 0 publish goes through the session's own logic
+    _QOS0_PLAIN = 1  # a QoS 0 publish is its bytes appended to the stream
+    _QOS0_ALIASES = 2  # the same for a topic with an automatic MQTT 5 alias: the alias alone
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class Qos0Path:
+    """How a QoS 0 publish without properties is written while it is only bytes in the stream.
+
+    Owned by the session, which sets ``mode`` under its connection's lock: 0 off (not connected,
+    or the broker's packet size limit must be checked); 1 plain, the PUBLISH at ``protocol``
+    appended to ``out``; 2 MQTT 5 with automatic topic aliases, where a topic found in
+    ``aliases`` (the session's own topic -> alias map, read here, never written) is appended as
+    its alias alone and any other topic is left to the session.
+    """
+
+    cdef readonly WriteBuffer out
+    cdef public int mode
+    cdef object _protocol
+    cdef public dict aliases
+
+    def __init__(self, WriteBuffer out not None, protocol=4):
+        self.out = out
+        self.mode = _QOS0_OFF
+        self._protocol = protocol
+        self.aliases = None
+
+    @property
+    def protocol(self):
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, value):
+        if _c_int(value) not in (3, 4, 5):
+            raise ValueError(f"protocol must be 3, 4 or 5, got {value!r}")
+        self._protocol = value
+
+    cpdef long long append(self, topic, payload, retain) except -2:
+        """Append a QoS 0 PUBLISH if this path takes it: the stream position after it, or -1
+        when it is the session's to write (mode 0, a topic without an alias, a non-str topic)."""
+        cdef int mode = self.mode
+        cdef object alias
+        if mode == _QOS0_PLAIN:
+            _append_publish(self.out._buf, topic, payload, _ZERO, _ZERO, retain, False,
+                            self._protocol, None, 0)
+        elif mode == _QOS0_ALIASES:
+            if not PyUnicode_Check(topic) or self.aliases is None:
+                return -1
+            alias = self.aliases.get(topic)
+            if alias is None:
+                return -1
+            _append_alias(self.out._buf, "", payload, _ZERO, _ZERO, retain, False, alias, 0)
+        else:
+            return -1
+        return self.out._taken + PyByteArray_GET_SIZE(self.out._buf)
+
+
+cdef class StreamMark:
+    """A QoS 0 completion mark (a position in a session's stream) and the stream's ``taken``
+    when it was made: publishes made while ``taken`` stays the same go out in one write, so
+    they share one mark. The base of the client's QoS 0 handle."""
+
+    cdef public long long _mark
+    cdef public long long _taken
+
+    def __init__(self, long long mark=0, long long taken=0):
+        self._mark = mark
+        self._taken = taken
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class Publisher:
+    """One client's thread-safe ``publish()``, compiled for its hot path.
+
+    A QoS 0 publish without properties that the session's ``Qos0Path`` takes is written under
+    the connection's lock, the shared ``StreamMark`` moved on, the loop kicked unless a flush is
+    already due, and the writer held back when the stream is over ``max_buffer`` (``drain()``).
+    Everything else, and everything before ``bind``, goes to ``fallback`` (the client's own
+    publish, called with the same arguments), which keeps every check and every other QoS.
+    ``new_mark(mark, taken)`` makes a handle when the stream was taken since the last one.
+    """
+
+    cdef Qos0Path _path
+    cdef object _fallback
+    cdef object _new_mark
+    cdef object _drain
+    cdef Py_ssize_t _max_buffer
+    cdef object _acquire
+    cdef object _release
+    cdef object _conn
+    cdef object _kick
+    cdef StreamMark _current
+
+    def __init__(self, Qos0Path path not None, fallback, new_mark, Py_ssize_t max_buffer,
+                 drain):
+        self._path = path
+        self._fallback = fallback
+        self._new_mark = new_mark
+        self._max_buffer = max_buffer
+        self._drain = drain
+        self._conn = None
+        self._current = None
+
+    def bind(self, lock, conn):
+        """Publish through ``conn`` (its ``lock``, ``flush_queued`` and ``kick()``)."""
+        self._acquire = lock.acquire
+        self._release = lock.release
+        self._kick = conn.kick
+        self._conn = conn
+
+    def unbind(self):
+        self._conn = self._acquire = self._release = self._kick = None
+
+    def __call__(self, topic, payload=b"", qos=0, retain=False, properties=None):
+        cdef long long position
+        cdef StreamMark mark
+        conn = self._conn
+        if conn is None or qos is not _ZERO or properties is not None:
+            return self._fallback(topic, payload, qos, retain, properties)
+        self._acquire()
+        try:
+            position = self._path.append(topic, payload, retain)
+            if position >= 0:
+                mark = self.mark(position)
+        finally:
+            self._release()
+        if position < 0:
+            return self._fallback(topic, payload, qos, retain, properties)
+        if not conn.flush_queued:
+            self._kick()
+        if PyByteArray_GET_SIZE(self._path.out._buf) > self._max_buffer:
+            self._drain()
+        return mark
+
+    cpdef StreamMark mark(self, long long position):
+        """The handle of a QoS 0 publish that ended at ``position``: the current one, moved on,
+        while the stream has not been taken since it was made (call with the lock held)."""
+        cdef StreamMark mark = self._current
+        cdef long long taken = self._path.out._taken
+        if mark is not None and mark._taken == taken:
+            mark._mark = position
+            return mark
+        mark = self._new_mark(position, taken)
+        self._current = mark
+        return mark
+
+
+def all_plain_qos0(list packets not None):
+    """True when every packet is a QoS 0 PUBLISH without properties: the bulk receive path."""
+    cdef object pkt
+    for pkt in packets:
+        if type(pkt) is not Publish or (<Publish>pkt).qos or (<Publish>pkt).properties is not None:
+            return False
+    return True
+
+
+def deliver(callback, list messages not None, on_error):
+    """Call ``callback(message)`` for each message in order; an ``Exception`` it raises goes to
+    ``on_error(exc)`` and delivery goes on with the next one."""
+    cdef object message
+    for message in messages:
+        try:
+            callback(message)
+        except Exception as exc:
+            on_error(exc)
 
 
 def encode_ack(packet_type, packet_id, reason_code=0, protocol=4, properties=None):
@@ -740,6 +927,10 @@ cdef object _decode_publish(unsigned char first, const unsigned char* p, Py_ssiz
     pkt.retain = first & 1
     pkt.dup = dup
     pkt.properties = props
+    # Holding only a str, bytes and decoded properties, a received PUBLISH cannot be in a cycle
+    # (CPython untracks tuples and dicts of atomic values the same way): not tracking it keeps
+    # the cyclic collector from walking every message of a bulk receive (a fifth of its time).
+    PyObject_GC_UnTrack(<void*>pkt)
     return pkt
 
 
@@ -1015,9 +1206,9 @@ cdef class StreamDecoder:
 
 __all__ = [
     "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
-    "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
-    "Subscription", "UnsubAck", "Unsubscribe", "Will", "WriteBuffer", "append_publish",
-    "append_publish_many", "decode",
+    "PubComp", "PubRec", "PubRel", "Publish", "Publisher", "Qos0Path", "StreamDecoder",
+    "StreamMark", "SubAck", "Subscribe", "Subscription", "UnsubAck", "Unsubscribe", "Will",
+    "WriteBuffer", "all_plain_qos0", "append_publish", "append_publish_many", "decode", "deliver",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
     "validate_topic", "validate_topic_filter",
 ]

@@ -5,7 +5,7 @@ encoders live here; the cold packets come from ``packets`` and are shared with t
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .constants import MAX_REMAINING_LENGTH, MQTT_5, PROTOCOLS, REQUIRED_FLAGS, V5_REASON_CODES
 from .constants import PacketType as P
@@ -359,6 +359,173 @@ class WriteBuffer:
         return bytes(self._buf)
 
 
+# ---------------------------------------------------------------------- hot paths above the codec
+#
+# The session and the client keep their logic in Python. What runs once per message on the two bulk
+# paths (a QoS 0 publish, a QoS 0 delivery) is compiled in the C twin, with hooks to the layers
+# above; this is the same thing in Python, so both twins define all of it.
+
+_ZERO = 0
+_QOS0_OFF = 0  # every QoS 0 publish goes through the session's own logic
+_QOS0_PLAIN = 1  # a QoS 0 publish is its bytes appended to the stream
+_QOS0_ALIASES = 2  # the same for a topic with an automatic MQTT 5 alias: the alias alone
+
+
+class Qos0Path:
+    """How a QoS 0 publish without properties is written while it is only bytes in the stream.
+
+    Owned by the session, which sets ``mode`` under its connection's lock: 0 off (not connected,
+    or the broker's packet size limit must be checked); 1 plain, the PUBLISH at ``protocol``
+    appended to ``out``; 2 MQTT 5 with automatic topic aliases, where a topic found in
+    ``aliases`` (the session's own topic -> alias map, read here, never written) is appended as
+    its alias alone and any other topic is left to the session.
+    """
+
+    __slots__ = ("_out", "mode", "_protocol", "aliases")
+
+    def __init__(self, out: WriteBuffer, protocol: int = 4) -> None:
+        if not isinstance(out, WriteBuffer):
+            raise TypeError(f"out must be a WriteBuffer, not {type(out).__name__}")
+        self._out = out
+        self.mode = _QOS0_OFF
+        self._protocol = protocol
+        self.aliases: Optional[Dict[str, int]] = None
+
+    @property
+    def out(self) -> WriteBuffer:
+        return self._out
+
+    @property
+    def protocol(self) -> int:
+        return self._protocol
+
+    @protocol.setter
+    def protocol(self, value: int) -> None:
+        if value not in (3, 4, 5) or value.__class__ is not int:
+            raise ValueError(f"protocol must be 3, 4 or 5, got {value!r}")
+        self._protocol = value
+
+    def append(self, topic: str, payload: Any, retain: bool) -> int:
+        """Append a QoS 0 PUBLISH if this path takes it: the stream position after it, or -1
+        when it is the session's to write (mode 0, a topic without an alias, a non-str topic)."""
+        mode = self.mode
+        if mode == _QOS0_PLAIN:
+            return self._out.append_publish(topic, payload, 0, 0, retain, False, self._protocol)
+        if mode == _QOS0_ALIASES:
+            aliases = self.aliases
+            if topic.__class__ is not str or aliases is None:
+                return -1
+            alias = aliases.get(topic)
+            if alias is None:
+                return -1
+            return self._out.append_publish_alias("", payload, 0, 0, retain, False, alias)
+        return -1
+
+
+class StreamMark:
+    """A QoS 0 completion mark (a position in a session's stream) and the stream's ``taken``
+    when it was made: publishes made while ``taken`` stays the same go out in one write, so
+    they share one mark. The base of the client's QoS 0 handle."""
+
+    __slots__ = ("_mark", "_taken")
+
+    def __init__(self, mark: int = 0, taken: int = 0) -> None:
+        self._mark = mark
+        self._taken = taken
+
+
+class Publisher:
+    """One client's thread-safe ``publish()``, compiled for its hot path in the C twin.
+
+    A QoS 0 publish without properties that the session's ``Qos0Path`` takes is written under
+    the connection's lock, the shared ``StreamMark`` moved on, the loop kicked unless a flush is
+    already due, and the writer held back when the stream is over ``max_buffer`` (``drain()``).
+    Everything else, and everything before ``bind``, goes to ``fallback`` (the client's own
+    publish, called with the same arguments), which keeps every check and every other QoS.
+    ``new_mark(mark, taken)`` makes a handle when the stream was taken since the last one.
+    """
+
+    __slots__ = ("_path", "_fallback", "_new_mark", "_max_buffer", "_drain", "_acquire",
+                 "_release", "_conn", "_kick", "_current")
+
+    def __init__(self, path: Qos0Path, fallback: Callable[..., Any],
+                 new_mark: Callable[[int, int], Any], max_buffer: int,
+                 drain: Callable[[], None]) -> None:
+        if not isinstance(path, Qos0Path):
+            raise TypeError(f"path must be a Qos0Path, not {type(path).__name__}")
+        self._path = path
+        self._fallback = fallback
+        self._new_mark = new_mark
+        self._max_buffer = max_buffer
+        self._drain = drain
+        self._conn: Any = None
+        self._acquire: Any = None
+        self._release: Any = None
+        self._kick: Any = None
+        self._current: Optional[StreamMark] = None
+
+    def bind(self, lock: Any, conn: Any) -> None:
+        """Publish through ``conn`` (its ``lock``, ``flush_queued`` and ``kick()``)."""
+        self._acquire = lock.acquire
+        self._release = lock.release
+        self._kick = conn.kick
+        self._conn = conn
+
+    def unbind(self) -> None:
+        self._conn = self._acquire = self._release = self._kick = None
+
+    def __call__(self, topic: str, payload: Any = b"", qos: int = 0, retain: bool = False,
+                 properties: Optional[dict] = None) -> Any:
+        conn = self._conn
+        # ``qos is _ZERO``: the int 0 itself (what ``0`` and ``qos=0`` pass), not False or 0.0.
+        if conn is None or qos is not _ZERO or properties is not None:
+            return self._fallback(topic, payload, qos, retain, properties)
+        self._acquire()
+        try:
+            position = self._path.append(topic, payload, retain)
+            if position >= 0:
+                mark = self.mark(position)
+        finally:
+            self._release()
+        if position < 0:
+            return self._fallback(topic, payload, qos, retain, properties)
+        if not conn.flush_queued:
+            self._kick()
+        if len(self._path._out) > self._max_buffer:
+            self._drain()
+        return mark
+
+    def mark(self, position: int) -> Any:
+        """The handle of a QoS 0 publish that ended at ``position``: the current one, moved on,
+        while the stream has not been taken since it was made (call with the lock held)."""
+        mark = self._current
+        taken = self._path._out._taken
+        if mark is not None and mark._taken == taken:
+            mark._mark = position
+            return mark
+        mark = self._current = self._new_mark(position, taken)
+        return mark
+
+
+def all_plain_qos0(packets: List[Packet]) -> bool:
+    """True when every packet is a QoS 0 PUBLISH without properties: the bulk receive path."""
+    for pkt in packets:
+        if pkt.__class__ is not Publish or pkt.qos or pkt.properties is not None:  # type: ignore[attr-defined]
+            return False
+    return True
+
+
+def deliver(callback: Callable[[Any], Any], messages: List[Any],
+            on_error: Callable[[Exception], Any]) -> None:
+    """Call ``callback(message)`` for each message in order; an ``Exception`` it raises goes to
+    ``on_error(exc)`` and delivery goes on with the next one."""
+    for message in messages:
+        try:
+            callback(message)
+        except Exception as exc:
+            on_error(exc)
+
+
 def encode_ack(packet_type: int, packet_id: int, reason_code: int = 0, protocol: int = 4,
                properties: Props = None) -> bytes:
     """Encode a PUBACK, PUBREC, PUBREL or PUBCOMP."""
@@ -582,9 +749,9 @@ class StreamDecoder:
 
 __all__ = [
     "Auth", "ConnAck", "Connect", "Disconnect", "Packet", "PingReq", "PingResp", "PubAck",
-    "PubComp", "PubRec", "PubRel", "Publish", "StreamDecoder", "SubAck", "Subscribe",
-    "Subscription", "UnsubAck", "Unsubscribe", "Will", "WriteBuffer", "append_publish",
-    "append_publish_many", "decode",
+    "PubComp", "PubRec", "PubRel", "Publish", "Publisher", "Qos0Path", "StreamDecoder",
+    "StreamMark", "SubAck", "Subscribe", "Subscription", "UnsubAck", "Unsubscribe", "Will",
+    "WriteBuffer", "all_plain_qos0", "append_publish", "append_publish_many", "decode", "deliver",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
     "validate_topic", "validate_topic_filter",
 ]

@@ -31,7 +31,7 @@ from typing import (
     Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union,
 )
 
-from .codec import Publish, Subscription, Will
+from .codec import Publish, Publisher, StreamMark, Subscription, Will, deliver
 from .constants import MQTT_5
 from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
 from .events import (
@@ -97,22 +97,23 @@ class PublishHandle(Outgoing):
         return self.state == _DONE
 
 
-class WrittenHandle:
+class WrittenHandle(StreamMark):
     """A QoS 0 publish: done once the stream up to its mark reached the socket, ok unless its
     connection dropped first.
 
     Consecutive QoS 0 publishes that go out in the same write share one handle (making an object
     per message would cost a third of ``publish()``), so ``wait()`` may return a moment after the
-    message's own bytes were written, never before.
+    message's own bytes were written, never before. The mark and the stream's ``taken`` when the
+    handle was made (same value, same write) are the codec's ``StreamMark``, which the compiled
+    ``publish()`` moves on.
     """
 
-    __slots__ = ("_client", "_mark", "_taken")
+    __slots__ = ("_client",)
     qos = 0
 
     def __init__(self, client: "Client", mark: int, taken: int) -> None:
+        StreamMark.__init__(self, mark, taken)
         self._client = client
-        self._mark = mark
-        self._taken = taken  # the stream's ``taken`` when made: same value, same write
 
     @property
     def done(self) -> bool:
@@ -259,7 +260,7 @@ class Client:
         self.server_hostname = server_hostname
         self.reconnect = Backoff() if reconnect is True else (reconnect or None)
         self.connect_timeout = connect_timeout
-        self.max_buffer = max_buffer
+        self._max_buffer = max_buffer
         self.block_when_full = block_when_full  # QueueFull blocks publish() instead of raising
         self._handle_cls = type("PublishHandle", (PublishHandle,), {"__slots__": (), "_client": self})
         # The session checks every CONNECT parameter here: a bad one raises now.
@@ -285,7 +286,13 @@ class Client:
         self._write_waiters = 0
         self._progress = 0  # bumped at every notification (for waits on "anything changed")
         self._inbox: Optional["queue.SimpleQueue[Any]"] = None
-        self._written: Optional[WrittenHandle] = None  # the QoS 0 handle of the current write
+        # publish(): QoS 0 on a plain connection is compiled (the codec's Publisher, which also
+        # owns the QoS 0 handle of the current write); everything else is Client.publish below.
+        # A subclass that overrides publish keeps its own.
+        self._publisher = Publisher(self.session.qos0, type(self).publish.__get__(self),
+                                    self._new_written, max_buffer, self._drain)
+        if type(self).publish is Client.publish:
+            self.__dict__["publish"] = self._publisher
         self._subscriptions: Dict[str, Subscription] = {}
         self._requests: Dict[int, RequestHandle] = {}
         self._asked: Dict[int, List[Subscription]] = {}  # SUBSCRIBE id -> its subscriptions
@@ -310,6 +317,11 @@ class Client:
     @property
     def is_connected(self) -> bool:
         return self.session.state is CONNECTED
+
+    @property
+    def max_buffer(self) -> int:
+        """Bytes the outgoing stream may hold before a publisher is held back (``_drain``)."""
+        return self._max_buffer
 
     @property
     def loop_object(self) -> Loop:
@@ -341,6 +353,7 @@ class Client:
                           connect_timeout=self.connect_timeout, reconnect=self.reconnect,
                           source_address=source_address)
         self._conn = conn
+        self._publisher.bind(conn.lock, conn)
         self._connect_result = None
         self._loop.add(conn)
         if self._background and self._thread is None:
@@ -451,13 +464,7 @@ class Client:
                                          _monotonic() if session.ack_timeout else 0.0,
                                          self._handle_cls)
                 if result.__class__ is int:  # QoS 0, in the stream: share the write's handle
-                    handle = self._written
-                    taken = session.out.taken
-                    if handle is not None and handle._taken == taken:
-                        handle._mark = result  # type: ignore[assignment]
-                    else:
-                        handle = self._written = WrittenHandle(self, result, taken)  # type: ignore[arg-type]
-                    result = handle  # type: ignore[assignment]
+                    result = self._publisher.mark(result)
                 elif self._durable and threading.get_ident() not in self._batching:
                     session.store.commit()  # durable before publish returns (and before sent)
                 break
@@ -474,7 +481,7 @@ class Client:
                 raise NotConnected("the connection closed while waiting for room")
         if not conn.flush_queued:
             conn.kick()
-        if len(session.out) > self.max_buffer:
+        if len(session.out) > self._max_buffer:
             self._drain()
         return result
 
@@ -486,7 +493,7 @@ class Client:
         if qos == 0 and qos.__class__ is int and session.plain_qos0:
             with conn.lock:
                 mark = session.publish_many(topic, payloads, retain, properties)
-                handle = WrittenHandle(self, mark, session.out.taken)
+                handle = self._publisher.mark(mark)
             conn.kick()
             if len(session.out) > self.max_buffer:
                 self._drain()
@@ -507,6 +514,9 @@ class Client:
                 with conn.lock:
                     session.store.commit()
         return BatchHandle(handles)
+
+    def _new_written(self, mark: int, taken: int) -> WrittenHandle:
+        return WrittenHandle(self, mark, taken)
 
     def _drain(self) -> None:
         """Back-pressure: wait until the loop has taken the buffer down to half its limit."""
@@ -681,6 +691,10 @@ class Client:
         filters = self._filters
         on_message = self.on_message
         inbox = self._inbox
+        if not filters and inbox is None:  # the bulk path: the codec's loop calls on_message
+            if on_message is not None:
+                deliver(on_message, messages, self._on_message_failed)
+            return
         for message in messages:
             if filters:
                 matched = False
@@ -697,6 +711,10 @@ class Client:
                     log.exception("on_message callback raised")
             if inbox is not None:
                 inbox.put(message)
+
+    @staticmethod
+    def _on_message_failed(exc: Exception) -> None:
+        log.error("on_message callback raised", exc_info=exc)
 
     def _ackable(self, message: Publish) -> Publish:
         wrapped = AckableMessage(message.topic, message.payload, message.qos, message.packet_id,

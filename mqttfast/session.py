@@ -32,6 +32,7 @@ from .codec import (
     PubRec,
     PubRel,
     Publish,
+    Qos0Path,
     StreamDecoder,
     SubAck,
     Subscribe,
@@ -40,6 +41,7 @@ from .codec import (
     Unsubscribe,
     Will,
     WriteBuffer,
+    all_plain_qos0,
     encode,
     encode_publish,
 )
@@ -57,6 +59,8 @@ from .events import (
     Unsubscribed,
 )
 from .store import MemoryStore
+
+_QOS0_OFF, _QOS0_PLAIN, _QOS0_ALIASES = 0, 1, 2  # Qos0Path.mode
 
 log = logging.getLogger("mqttfast")
 
@@ -231,13 +235,13 @@ class Session:
         self._last_id = 0
         self._timeouts: Deque[Outgoing] = deque()  # in send order, for ack_timeout
         self.state = DISCONNECTED
-        # True while a QoS 0 publish is nothing but bytes appended to ``out`` (connected, no
-        # outgoing topic aliases, no broker packet-size limit): the fast path.
-        self._plain_qos0 = False
         # True while a publish without properties takes the codec's fast paths (connected, no
         # broker packet-size limit); outgoing aliases may be on.
         self._fast = False
         self.out = WriteBuffer()
+        # How a QoS 0 publish is only bytes in ``out`` (the compiled hot path the client's
+        # publish() and ours share): its mode is set here, with the state, and nowhere else.
+        self.qos0 = Qos0Path(self.out, protocol)
         self._sent = 0  # stream position up to which the socket took the bytes
         self._lost_starts: List[int] = []  # stream ranges lost with a dropped connection
         self._lost_ends: List[int] = []
@@ -323,8 +327,10 @@ class Session:
         if state not in TRANSITIONS[self.state]:
             raise RuntimeError(f"session cannot go from {self.state!r} to {state!r}")
         self.state = state
-        self._fast = state == CONNECTED and not self._broker_max_packet
-        self._plain_qos0 = self._fast and not self._alias_out_max
+        self._fast = fast = state == CONNECTED and not self._broker_max_packet
+        qos0 = self.qos0
+        qos0.mode = (_QOS0_ALIASES if self._alias_out_max else _QOS0_PLAIN) if fast else _QOS0_OFF
+        qos0.aliases = self._aliases_out if qos0.mode == _QOS0_ALIASES else None
 
     def start(self, now: float) -> None:
         """A socket to the broker is open: queue CONNECT (first in the stream of this connection)."""
@@ -471,7 +477,7 @@ class Session:
     @property
     def plain_qos0(self) -> bool:
         """A QoS 0 publish is nothing but bytes in the stream (no aliases, no size limit)."""
-        return self._plain_qos0
+        return self.qos0.mode == _QOS0_PLAIN
 
     def ping(self, now: float) -> bool:
         """Send PINGREQ now unless one is outstanding (True when sent)."""
@@ -508,13 +514,10 @@ class Session:
         ``cls``) that completes on the acknowledgement (or, QoS 0 queued while not connected,
         once written). Bad arguments raise here."""
         if properties is None and self._fast and qos.__class__ is int:
-            if qos == 0:  # the hot path: straight into the stream
-                if self._plain_qos0:
-                    return self.out.append_publish(topic, payload, 0, 0, retain, False,
-                                                   self.protocol)
-                alias = self._aliases_out.get(topic)
-                if alias is not None:  # MQTT 5, a topic the broker knows: the alias alone
-                    return self.out.append_publish_alias("", payload, 0, 0, retain, False, alias)
+            if qos == 0:  # the hot path: straight into the stream (or as its alias alone)
+                position = self.qos0.append(topic, payload, retain)
+                if position >= 0:
+                    return position
                 if topic:
                     return self._append(topic, payload, 0, 0, retain, False, None)
             elif 0 < qos <= self._broker_max_qos and not self._pending and \
@@ -541,7 +544,7 @@ class Session:
                      properties: Optional[dict] = None) -> int:
         """QoS 0 batch into the stream (connected, no aliases or size limit: ``plain_qos0``);
         returns the mark after the last one."""
-        if not self._plain_qos0:
+        if self.qos0.mode != _QOS0_PLAIN:
             raise NotConnected("publish_many at QoS 0 needs a connection without aliases or a "
                                "packet size limit (use publish)")
         if properties is not None:
@@ -811,12 +814,8 @@ class Session:
         completed publishes collect in ``events`` / ``completed``. Raises ``ProtocolError``."""
         packets = self._decoder.feed(data)
         self.last_received = now
-        if self.state is CONNECTED:
-            for pkt in packets:
-                if pkt.__class__ is not Publish or pkt.qos or pkt.properties is not None:
-                    break
-            else:
-                return packets  # the bulk-telemetry fast path: QoS 0 messages only
+        if self.state is CONNECTED and all_plain_qos0(packets):
+            return packets  # the bulk-telemetry fast path: QoS 0 messages only
         messages: List[Any] = []
         for pkt in packets:
             state = self.state

@@ -545,8 +545,7 @@ def test_default_windows_before_mqtt5_lose_nothing(broker, qos):
         assert (pub.session.max_inflight, pub.session.max_inflight_qos2) == (65535, 20)
         payloads = list(chunks(300))
         handles = [pub.publish(name, p, qos=qos) for p in payloads]
-        if qos == 1:
-            assert pub.session.inflight_count + pub.session.queued_count == 300
+        if qos == 1:  # (acks come in meanwhile, so in flight may already be below 300)
             assert pub.session.queued_count == 0  # no window of 20 in the way
         else:
             assert pub.session.inflight_count <= 20
