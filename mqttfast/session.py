@@ -46,7 +46,9 @@ from .codec import (
     encode_publish,
 )
 from .constants import MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
-from .errors import InvalidTopic, NotConnected, PayloadTooLarge, ProtocolError, QueueFull
+from .errors import (
+    InvalidTopic, NotConnected, PayloadTooLarge, ProtocolError, QueueFull, StoreError,
+)
 from .events import (
     TRANSITIONS,
     AuthRequest,
@@ -825,7 +827,13 @@ class Session:
                 break
             self._handle(pkt, messages, now)
         if self._durable:  # one transaction per chunk read, before anything it caused is sent
-            self.store.commit()
+            try:
+                self.store.commit()
+            except StoreError as exc:
+                # The changes wait for the next commit (publish() raises it). Failing here would
+                # drop these messages although their QoS 2 ids are recorded: the broker's
+                # re-send would then be taken for a duplicate, and the message lost.
+                log.error("%s", exc)
         return messages
 
     def _handle(self, pkt: Any, messages: List[Any], now: float) -> None:

@@ -16,6 +16,10 @@ What is durable when (the session calls ``commit()``; the Client calls it as bel
   application and before the answers it queued (PUBREC, PUBREL, the next publishes) are sent.
 - Timer-driven changes (a publish failed after ``max_retries``) are committed with the next batch.
 
+A commit that fails (full disk, I/O error) keeps its changes for the next one. In ``publish`` it
+raises ``StoreError``; in ``receive`` it is logged and the session goes on (raising there would
+drop messages whose QoS 2 ids are already recorded).
+
 A crash between a change and its commit can only make the new process re-send something the
 broker already has (a duplicate, which QoS 1 allows), never lose a message that ``publish``
 returned. The commit writes the WAL without fsync (``synchronous="NORMAL"``): that survives a

@@ -464,3 +464,24 @@ def test_client_restored_handles_report_through_on_publish(tmp_path: Path, broke
         shutdown(client)
         store.close()
     assert rows(path) == []
+
+
+def test_a_failed_commit_after_receive_still_delivers(tmp_path: Path, caplog: Any) -> None:
+    """Raising out of receive() would drop messages whose QoS 2 ids are already recorded (the
+    broker's re-send would pass for a duplicate): the session logs the error and goes on."""
+    store = SQLiteStore(tmp_path / "state.db", max_size=64 * 1024)
+    s = Session(CLIENT_ID, 4, False, keepalive=0, store=store)
+    b = Broker(s)
+    b.connect()
+    with pytest.raises(StoreError, match="database or disk is full"):
+        for i in range(100):
+            s.publish("t", bytes([i]) * 5000, 1)
+            store.commit()
+    b.read()
+    waiting = store.uncommitted
+    with caplog.at_level("ERROR", logger="mqttfast"):
+        result = b.send(publish_packet("in", b"exactly once", 2, packet_id=3))
+    assert [m.payload for m in result.messages] == [b"exactly once"]
+    assert b.read() == [PubRec(3)]
+    assert store.uncommitted == waiting + 1  # the incoming id waits for the next commit
+    assert "database or disk is full" in caplog.text
