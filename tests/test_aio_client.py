@@ -621,3 +621,40 @@ async def test_tls(tls_broker):
     with pytest.raises(ConnectionLost, match="(?i)certificate|TLS"):
         await asyncio.wait_for(untrusted.connect(tls_broker.host, tls_broker.port), 10)
 
+
+
+async def test_refusals_come_back_as_reason_codes_and_publish_failed(broker_factory, tmp_path):
+    """MQTT 5 reason codes from a broker that denies ``denied/#`` (mosquitto's dynamic security
+    plugin, as in test_client_v5.py): the SUBACK says 0x87 for that filter, and an awaited QoS 1
+    publish there raises ``PublishFailed`` with the PUBACK's 0x87; the connection stays up."""
+    import json
+    from pathlib import Path
+
+    from test_client_v5 import DYNSEC_PLUGIN_DIRS
+    plugin = next((Path(d) / "mosquitto_dynamic_security.so" for d in DYNSEC_PLUGIN_DIRS
+                   if (Path(d) / "mosquitto_dynamic_security.so").exists()), None)
+    if plugin is None:
+        pytest.skip("mosquitto_dynamic_security.so not found (it ships with mosquitto 2)")
+    config = tmp_path / "dynsec.json"
+    config.write_text(json.dumps({
+        "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True,
+                             "subscribe": True, "unsubscribe": True},
+        "clients": [],
+        "groups": [{"groupname": "anonymous", "roles": [{"rolename": "limited"}], "clients": []}],
+        "anonymousGroup": "anonymous",
+        "roles": [{"rolename": "limited", "acls": [
+            {"acltype": "subscribePattern", "topic": "denied/#", "priority": 0, "allow": False},
+            {"acltype": "publishClientSend", "topic": "denied/#", "priority": 0, "allow": False}]}],
+    }))
+    instance = broker_factory(extra_config=[f"plugin {plugin}", f"plugin_opt_config_file {config}"])
+    c = await connected(instance.port, protocol=5)
+    try:
+        h = await c.subscribe([("allowed/a", 1), ("denied/x", 1)])
+        assert h.reason_codes == (1, 0x87)
+        with pytest.raises(aio.PublishFailed) as info:
+            await c.publish("denied/x", b"no", qos=1)
+        assert info.value.reason_code == 0x87 and not info.value.handle.ok
+        assert c.is_connected
+        assert (await c.publish("allowed/a", b"yes", qos=1)).ok
+    finally:
+        await close_all(c)
