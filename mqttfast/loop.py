@@ -65,9 +65,12 @@ CLOSED = TransportState.CLOSED
 
 class Backoff:
     """Reconnect delays: exponential from ``initial`` up to ``maximum``, with "equal jitter" (half
-    the delay fixed, half random) so a fleet of clients does not reconnect in lockstep."""
+    the delay fixed, half random) so a fleet of clients does not reconnect in lockstep.
 
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
+    The default ``maximum`` is 2 s: a client is back at most 2 s after its broker (a 30 s cap left
+    handles waiting 27-45 s after a restart, issue 9); a large fleet may pass a longer one."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 2.0, factor: float = 2.0,
                  max_attempts: Optional[int] = None) -> None:
         self.initial = initial
         self.maximum = maximum
