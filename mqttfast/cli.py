@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from typing import Any, BinaryIO, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
 from ._version import __version__
 from .client import Client, tls_context
@@ -34,6 +34,8 @@ from .codec import Subscription, Will
 from .constants import MQTT_3_1, MQTT_3_1_1, MQTT_5, SUBACK_FAILURE, PacketType, reason_name
 from .errors import InvalidTopic, MQTTError
 from .properties import BINARY, BY_NAME, PAIR, STRING, WILL, encode_properties
+from .url import parse_url
+from .url import redact as _mask_password
 from .wire import validate_topic, validate_topic_filter
 
 EXIT_OK = 0
@@ -111,7 +113,8 @@ CONNECTION = (
     Flag(("-h", "--host"), "host", "HOST", "broker host (default: localhost)"),
     Flag(("-p", "--port"), "port", "PORT", "broker port (default: 1883, or 8883 with TLS)",
          _int_range(1, 65535)),
-    Flag(("-L", "--url"), "url", "URL", "mqtt(s)://[user[:password]@]host[:port]/topic"),
+    Flag(("-L", "--url"), "url", "URL",
+         "mqtt(s)://[user[:password]@]host[:port]/topic, or unix:///path/to/socket"),
     Flag(("-A",), "bind_address", "ADDRESS", "bind the outgoing socket to this local address"),
     Flag(("-V", "--protocol-version"), "protocol", "VERSION",
          "MQTT version: 31, 311 or 5 (also mqttv31, mqttv311, mqttv5; default 311)", _protocol),
@@ -377,6 +380,7 @@ class Config(NamedTuple):
     keepalive: int
     bind_address: Optional[str]
     props: Dict[str, Dict[str, Any]]
+    unix_path: Optional[str] = None  # -L unix:///path: a Unix domain socket, not host and port
 
     def __repr__(self) -> str:  # the password stays out of logs and tracebacks
         kwargs = dict(self.client_kwargs)
@@ -392,41 +396,28 @@ def _random_id(tool: str) -> str:
     return prefix + "".join(random.choice(alphabet) for _ in range(23 - len(prefix)))
 
 
-def _mask_password(text: str) -> str:
-    """``text`` with the password of a ``scheme://user:password@host...`` URL in it replaced by
-    ``***``, for messages that quote a command-line argument. The user-info is what precedes the
-    last ``@`` of the authority (which ends at the first ``/``, ``?`` or ``#``, as RFC 3986 has it:
-    those characters in a password must be percent-encoded)."""
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return text
-    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    if not at or ":" not in userinfo:
-        return text
-    user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}{rest[end:]}"
-
-
 def _apply_url(opts: Dict[str, Any]) -> bool:
-    """Fill host, port, user, password and topic from -L where no flag gave them; True for
-    mqtts://."""
-    shown = _mask_password(opts["url"])
+    """Fill host, port, user, password and topic from -L where no flag gave them (a unix:// URL
+    fills ``unix_path``); True for mqtts://."""
     try:
-        url = urlsplit(opts["url"])
-        port = url.port
-    except ValueError as exc:
-        raise UsageError(f"invalid URL {shown!r}: {exc}") from None
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise UsageError(f"invalid URL {shown!r}: expected "
-                         "mqtt(s)://[user[:password]@]host[:port]/topic")
-    opts["host"] = opts["host"] or url.hostname
-    opts["port"] = opts["port"] or port
+        url = parse_url(opts["url"])
+    except ValueError as exc:  # its message shows the URL with the password masked
+        raise UsageError(str(exc)) from None
+    if url.websocket:
+        raise UsageError(f"-L {url}: WebSocket (ws://, wss://) is not supported by this version "
+                         "of mqttfast")
     opts["username"] = opts["username"] or url.username
     opts["password"] = opts["password"] or url.password
+    if url.unix:
+        if opts["host"] or opts["port"] or opts["bind_address"]:
+            raise UsageError("-L unix://... names a Unix socket: -h, -p and -A do not apply")
+        opts["unix_path"] = url.path
+        return False
+    opts["host"] = opts["host"] or url.host
+    opts["port"] = opts["port"] or url.port
     if url.path.lstrip("/") and not opts["topics"]:
         opts["topics"].append(url.path[1:])
-    return url.scheme == "mqtts"
+    return url.tls
 
 
 def _check_file(flag: str, path: str) -> None:
@@ -547,7 +538,7 @@ def configure(tool: str, opts: Dict[str, Any]) -> Config:
     port = opts["port"] or (8883 if ctx is not None else 1883)
     keepalive = 60 if opts["keepalive"] is None else opts["keepalive"]
     return Config(opts["host"] or "localhost", port, protocol, kwargs, keepalive,
-                  opts["bind_address"], props)
+                  opts["bind_address"], props, opts.get("unix_path"))
 
 
 def _check_topic(flag: str, topic: str, is_filter: bool = False) -> None:
@@ -611,8 +602,12 @@ def _connect(client: Client, config: Config, report: Reporter) -> bool:
     report.event("sending CONNECT")
     source = (config.bind_address, 0) if config.bind_address else None
     try:
-        connected = client.connect(config.host, config.port, config.keepalive,
-                                   source_address=source)
+        if config.unix_path is not None:
+            connected = client.connect(f"unix://{quote(config.unix_path)}", None,
+                                       config.keepalive)
+        else:
+            connected = client.connect(config.host, config.port, config.keepalive,
+                                       source_address=source)
     except MQTTError as exc:  # ConnectRefused carries the broker's reason
         report.error(str(exc))
         client.close()

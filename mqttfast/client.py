@@ -46,6 +46,8 @@ from .events import (
 from .loop import OPEN, Backoff, Connection, Handler, Loop
 from .session import CONNECTED, Outgoing, Session, subscriptions_from
 from .store import MemoryStore
+from .url import is_url
+from .url import target as url_target
 from .wire import topic_matches, validate_topic_filter
 
 log = logging.getLogger("mqttfast")
@@ -341,17 +343,27 @@ class Client:
         """Connect and block until the CONNACK; raise ``ConnectRefused`` or ``ConnectionLost``
         (with the real cause: refused, unreachable, TLS verification...). Bad arguments raise
         ``ValueError`` / ``TypeError`` here and leave the client as it was. With ``reconnect``,
-        later drops are retried; a first attempt that fails is reported, not retried."""
+        later drops are retried; a first attempt that fails is reported, not retried.
+
+        ``host`` may be a URL (``mqttfast.url``): ``mqtt://user:pass@host:1883``, ``mqtts://``,
+        ``unix:///run/mosquitto.sock``; its user name and password are used when the client was
+        given none (a different one raises)."""
         if self._conn is not None and not self._conn.closed:
             raise MQTTError("already connected; call disconnect() first")
-        if port is None:
-            port = 8883 if self.tls is not None else 1883
         username, password, will, props = self._connect_args
+        ssl_context, unix_path = self.tls, None
+        if is_url(host):
+            to = url_target(host, port, self.tls, username, password, tls_context)
+            host, port, unix_path, ssl_context, username, password = to
+            if unix_path is not None and source_address is not None:
+                raise ValueError("source_address has no meaning for a Unix domain socket")
+        if port is None:
+            port = 8883 if ssl_context is not None else 1883
         self.session.configure(keepalive, username, password, will, props)
         conn = Connection(self._loop, self.session, self._events, host, port,
-                          ssl_context=self.tls, server_hostname=self.server_hostname,
+                          ssl_context=ssl_context, server_hostname=self.server_hostname,
                           connect_timeout=self.connect_timeout, reconnect=self.reconnect,
-                          source_address=source_address)
+                          source_address=source_address, unix_path=unix_path)
         self._conn = conn
         self._publisher.bind(conn.lock, conn)
         self._connect_result = None
@@ -363,7 +375,7 @@ class Client:
         if not self._wait_for(lambda: self._connect_result is not None, wait):
             conn.closing = True
             self._loop.call_soon(lambda: conn.close(ConnectionLost("connect timed out"), False))
-            raise ConnectionLost(f"no CONNACK from {host}:{port} within {wait:g} s")
+            raise ConnectionLost(f"no CONNACK from {conn.peer} within {wait:g} s")
         result = self._connect_result
         if isinstance(result, Connected):
             return result

@@ -38,6 +38,7 @@ log = logging.getLogger("mqttfast")
 RECV_SIZE = 256 * 1024
 _monotonic = time.monotonic
 _INF = float("inf")
+_AF_UNIX = getattr(socket, "AF_UNIX", None)  # absent on some Windows builds
 _CONNECTING = ConnectionState.CONNECTING
 _CONNECTED = ConnectionState.CONNECTED
 _DISCONNECTING = ConnectionState.DISCONNECTING
@@ -108,7 +109,8 @@ class Connection:
                  ssl_context: Optional[ssl.SSLContext] = None,
                  server_hostname: Optional[str] = None, connect_timeout: float = 10.0,
                  reconnect: Optional[Backoff] = None, retry_first: bool = False,
-                 source_address: Optional[Tuple[str, int]] = None) -> None:
+                 source_address: Optional[Tuple[str, int]] = None,
+                 unix_path: Optional[str] = None) -> None:
         self.loop = loop
         self.session = session
         self.handler = handler
@@ -120,6 +122,8 @@ class Connection:
         self.reconnect = reconnect
         self.retry_first = retry_first  # reconnect even before the first CONNACK
         self.source_address = source_address
+        self.unix_path = unix_path  # a Unix domain socket instead of host and port
+        self.peer = unix_path if unix_path is not None else f"{host}:{port}"  # for messages
         self.lock = threading.Lock()  # guards ``session`` against other threads
         self.sock: Optional[socket.socket] = None
         self.phase = IDLE
@@ -139,7 +143,7 @@ class Connection:
         self._addrs: List[Any] = []
 
     def __repr__(self) -> str:
-        return (f"<Connection {self.session.client_id!r} {self.host}:{self.port} "
+        return (f"<Connection {self.session.client_id!r} {self.peer} "
                 f"{self.phase.name} {self.session.state.name}>")
 
     # ------------------------------------------------------------------ called from any thread
@@ -168,10 +172,14 @@ class Connection:
         self.started_at = now
         self._connect_deadline = now + self.connect_timeout
         self._rearm()
+        if self.unix_path is not None:
+            self._addrs = [(_AF_UNIX, socket.SOCK_STREAM, 0, "", self.unix_path)]
+            self._connect_next(None)
+            return
         try:
             self._addrs = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            self.close(ConnectionLost(f"cannot resolve {self.host}:{self.port}: {exc}"))
+            self.close(ConnectionLost(f"cannot resolve {self.peer}: {exc}"))
             return
         self._connect_next(None)
 
@@ -187,7 +195,8 @@ class Connection:
                 last_error = str(exc)
                 continue
             sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if family != _AF_UNIX:  # no Nagle on TCP; a Unix socket has none to turn off
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.source_address is not None:
                 try:
                     sock.bind(self.source_address)
@@ -196,6 +205,8 @@ class Connection:
                     self.close(ConnectionLost(f"cannot bind to {self.source_address}: {exc}"))
                     return
             code = sock.connect_ex(addr)
+            if family == _AF_UNIX and code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                code = errno.ECONNREFUSED  # the listener's backlog is full: not in progress
             if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 sock.close()
                 last_error = os.strerror(code)
@@ -204,7 +215,7 @@ class Connection:
             self.loop.selector.register(sock, selectors.EVENT_WRITE, self)
             self._want_write = True
             return
-        self.close(ConnectionLost(f"cannot connect to {self.host}:{self.port}: {last_error}"))
+        self.close(ConnectionLost(f"cannot connect to {self.peer}: {last_error}"))
 
     def _drop_socket(self, drain: bool = False) -> None:
         sock, self.sock = self.sock, None
@@ -237,7 +248,7 @@ class Connection:
                 self.sock = self.ssl_context.wrap_socket(
                     self.sock, server_hostname=self.server_hostname, do_handshake_on_connect=False)
             except (ssl.SSLError, OSError, ValueError) as exc:
-                self.close(ConnectionLost(f"TLS setup for {self.host}:{self.port} failed: {exc}"))
+                self.close(ConnectionLost(f"TLS setup for {self.peer} failed: {exc}"))
                 return
             self.loop.selector.register(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
                                         self)
@@ -257,7 +268,7 @@ class Connection:
             self._set_events(selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
-            self.close(ConnectionLost(f"TLS handshake with {self.host}:{self.port} failed: {exc}"))
+            self.close(ConnectionLost(f"TLS handshake with {self.peer} failed: {exc}"))
             return
         self._start_mqtt()
 
@@ -436,7 +447,7 @@ class Connection:
             if self.session.out:
                 self.flush()
         elif phase is not CLOSED and now >= self._connect_deadline:
-            self.close(ConnectionLost(f"no CONNACK from {self.host}:{self.port} within "
+            self.close(ConnectionLost(f"no CONNACK from {self.peer} within "
                                       f"{self.connect_timeout:g} s"))
             return
         self._rearm()  # always: a superseded timer must not leave the connection unarmed
@@ -478,8 +489,8 @@ class Connection:
             self.attempt += 1
             self._retry_at = _monotonic() + delay
             self._rearm()
-            log.info("connection to %s:%s lost (%s); reconnecting in %.2f s",
-                     self.host, self.port, error, delay)
+            log.info("connection to %s lost (%s); reconnecting in %.2f s",
+                     self.peer, error, delay)
         if completed or events:
             self.handler.on_events(self, events, completed)
         self.handler.on_closed(self, _ending(error, cause, delay is not None))

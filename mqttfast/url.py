@@ -94,8 +94,8 @@ def parse_url(text: str) -> BrokerURL:
         raise bad("a query (?...) or fragment (#...) has no meaning here")
     username = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
-    if username == "" and password is None:
-        username = None  # "mqtt://@host"
+    if username == "":
+        username = None  # "mqtt://@host", "mqtt://:password@host": no user name given
     if scheme == "unix":
         if parts.hostname or parts.netloc.rpartition("@")[2]:
             raise bad("a unix:// URL has no host: write unix:///path/to/socket (three slashes)")

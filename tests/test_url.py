@@ -19,7 +19,7 @@ from mqttfast.url import BrokerURL, credentials, is_url, parse_url, redact, targ
     ("mqtt://alice@h", BrokerURL("mqtt", "h", 1883, "", "alice", None)),
     ("mqtt://alice:s3cret@h:1", BrokerURL("mqtt", "h", 1, "", "alice", "s3cret")),
     ("mqtt://a%40b:p%3Aw%2Fd@h", BrokerURL("mqtt", "h", 1883, "", "a@b", "p:w/d")),
-    ("mqtt://:pw@h", BrokerURL("mqtt", "h", 1883, "", "", "pw")),
+    ("mqtt://:pw@h", BrokerURL("mqtt", "h", 1883, "", None, "pw")),
     ("mqtt://@h", BrokerURL("mqtt", "h", 1883, "")),
     ("mqtt://h/sensors/temp", BrokerURL("mqtt", "h", 1883, "/sensors/temp")),
     ("unix:///run/mosquitto.sock", BrokerURL("unix", "", 0, "/run/mosquitto.sock")),

@@ -42,6 +42,8 @@ from ..events import (
 from ..loop import Backoff
 from ..session import CONNECTED, DISCONNECTED, Outgoing, Session, subscriptions_from
 from ..store import MemoryStore
+from ..url import is_url
+from ..url import target as url_target
 from .handles import BatchHandle, PublishFailed, PublishHandle, RequestHandle, WrittenHandle
 from .protocol import ConnectionProtocol, MessageIterator
 
@@ -140,6 +142,8 @@ class Client:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._host = ""
         self._port = 0
+        self._unix_path: Optional[str] = None  # this connection's Unix socket (a unix:// URL)
+        self._ssl: Optional[ssl.SSLContext] = None  # this connection's TLS (mqtts:// adds one)
         # The current connection (attempt): its protocol and transport.
         self._proto: Optional[ConnectionProtocol] = None
         self._transport: Optional[asyncio.Transport] = None
@@ -210,24 +214,33 @@ class Client:
         """Connect and return the CONNACK; raise ``ConnectRefused`` or ``ConnectionLost`` with the
         cause (refused, unreachable, TLS verification, no CONNACK in time). Bad arguments raise
         here and leave the client as it was. With ``reconnect``, later drops are retried (the
-        subscriptions restored); a first attempt that fails raises, it is not retried."""
+        subscriptions restored); a first attempt that fails raises, it is not retried.
+
+        ``host`` may be a URL (``mqttfast.url``): ``mqtt://user:pass@host:1883``, ``mqtts://``,
+        ``unix:///run/mosquitto.sock``; its user name and password are used when the client was
+        given none (a different one raises)."""
         if self._proto is not None or (self._supervisor is not None and not self._supervisor.done()):
             raise MQTTError("already connected; call disconnect() first")
         if not isinstance(host, str) or not host:
             raise TypeError(f"host must be a non-empty str, not {host!r}")
+        username, password, will, props = self._connect_args
+        ssl_context, unix_path = self.tls, None
+        if is_url(host):
+            to = url_target(host, port, self.tls, username, password, tls_context)
+            host, port, unix_path, ssl_context, username, password = to
         if port is None:
-            port = 8883 if self.tls is not None else 1883
-        if port.__class__ is not int or not 0 < port < 65536:
+            port = 8883 if ssl_context is not None else 1883
+        if port.__class__ is not int or not 0 <= port < 65536 or (port == 0 and unix_path is None):
             raise ValueError(f"port must be an int 1..65535, got {port!r}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        username, password, will, props = self._connect_args
         self.session.configure(keepalive, username, password, will, props)
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop:
             self._rebind()
         self._loop = loop
         self._host, self._port = host, port
+        self._unix_path, self._ssl = unix_path, ssl_context
         self._closing = False
         self._established = False
         self._ended = False
@@ -274,15 +287,20 @@ class Client:
     async def _open(self, proto: ConnectionProtocol, waiter: "asyncio.Future[Connected]") -> Connected:
         loop = self._loop
         assert loop is not None
-        host, port = self._host, self._port
-        hostname = (self.server_hostname or host) if self.tls is not None else None
+        host, port, path, tls = self._host, self._port, self._unix_path, self._ssl
+        hostname = (self.server_hostname or host) if tls is not None else None
+        where = path if path is not None else f"{host}:{port}"
         try:
-            await loop.create_connection(lambda: proto, host, port, ssl=self.tls,
-                                         server_hostname=hostname)
+            if path is not None:
+                await loop.create_unix_connection(lambda: proto, path, ssl=tls,
+                                                  server_hostname=hostname)
+            else:
+                await loop.create_connection(lambda: proto, host, port, ssl=tls,
+                                             server_hostname=hostname)
         except ssl.SSLError as exc:
-            raise ConnectionLost(f"TLS handshake with {host}:{port} failed: {exc}") from exc
+            raise ConnectionLost(f"TLS handshake with {where} failed: {exc}") from exc
         except OSError as exc:
-            raise ConnectionLost(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise ConnectionLost(f"cannot connect to {where}: {exc}") from exc
         return await waiter
 
     async def _supervise(self) -> None:

@@ -102,6 +102,9 @@ def build_parser(kind: str) -> _Parser:
     g.add_argument("-h", "--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
     g.add_argument("-p", "--port", type=_number(int, 1, 65535),
                    help="broker port (default 1883, 8883 with TLS)")
+    g.add_argument("--url", metavar="URL", help="mqtt(s)://[user[:password]@]host[:port] or "
+                   "unix:///path/to/socket, instead of -h/-p/-u/-P/-S (-L is --limit here, as "
+                   "in emqtt-bench)")
     g.add_argument("-V", "--version", type=int, choices=(3, 4, 5), default=5,
                    help="MQTT version: 3 (3.1), 4 (3.1.1), 5 (default)")
     g.add_argument("-u", "--username", help="username (also %%u in templates)")
@@ -272,6 +275,7 @@ def make_options(kind: str, ns: argparse.Namespace) -> Any:
     if ns.interval is not None and ns.conn_rate is not None:
         raise UsageError("give -i (ms between connection starts) or -R (starts per second), "
                          "not both")
+    unix_path = _apply_url(ns) if ns.url else None
     tls = bool(ns.ssl or ns.cafile or ns.certfile or ns.keyfile or ns.insecure)
     port = ns.port if ns.port is not None else (8883 if tls else 1883)
     workers = ns.workers or (os.cpu_count() or 1)
@@ -329,11 +333,40 @@ def make_options(kind: str, ns: argparse.Namespace) -> Any:
             tls_context(ns.cafile, ns.certfile, ns.keyfile, verify=not ns.insecure)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise UsageError(f"cannot load the TLS files: {exc}") from None
+    if unix_path is not None:
+        if ns.ifaddr:
+            raise UsageError("--ifaddr has no meaning for a Unix domain socket")
+        opts.unix_path = unix_path
+        return opts
     info = _resolve(ns.host, port)
     opts.addr = info[4][0]
     if ns.ifaddr:
         opts.ifaddrs = _check_ifaddrs(ns.ifaddr, info[0])
     return opts
+
+
+def _apply_url(ns: argparse.Namespace) -> Optional[str]:
+    """Take host, port, user, password and TLS from --url; the Unix socket's path for unix://."""
+    from ..url import parse_url
+
+    try:
+        url = parse_url(ns.url)
+    except ValueError as exc:  # the message masks the password
+        raise UsageError(str(exc)) from None
+    if url.websocket:
+        raise UsageError(f"--url {url}: WebSocket (ws://, wss://) is not supported by this "
+                         "version of mqttfast")
+    if url.path not in ("", "/") and not url.unix:
+        raise UsageError(f"--url {url}: no path here (the topic is -t)")
+    ns.username = ns.username if ns.username is not None else url.username
+    ns.password = ns.password if ns.password is not None else url.password
+    ns.ssl = ns.ssl or url.tls
+    if url.unix:
+        return url.path
+    if ns.port is None:
+        ns.port = url.port
+    ns.host = url.host  # -h has a default, so the URL's host wins
+    return None
 
 
 # ---------------------------------------------------------------------------------- running

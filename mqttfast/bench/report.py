@@ -88,7 +88,7 @@ def build_summary(opts: Options, merged: Dict[str, Any]) -> Dict[str, Any]:
         1000.0 / opts.interval_ms if opts.interval_ms > 0 else None)
     summary: Dict[str, Any] = {
         "command": opts.kind,
-        "broker": f"{opts.host}:{opts.port}",
+        "broker": opts.unix_path or f"{opts.host}:{opts.port}",
         "protocol": opts.version,
         "tls": opts.tls,
         "workers": opts.workers,

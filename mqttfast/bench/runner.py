@@ -72,6 +72,7 @@ class Options:
     prefix: str = "mqfb"
     clean: bool = True
     ifaddrs: List[str] = field(default_factory=list)
+    unix_path: Optional[str] = None  # --url unix:///path: a Unix domain socket
     connect_timeout: float = 10.0
     duration: Optional[float] = None
     topics: List[str] = field(default_factory=list)
@@ -319,7 +320,7 @@ class Runner:
             source = (opts.ifaddrs[client.index % len(opts.ifaddrs)], 0)
         conn = Connection(self.loop, session, client, opts.addr, opts.port, ssl_context=self.ssl,
                           server_hostname=opts.host, connect_timeout=opts.connect_timeout,
-                          reconnect=None, source_address=source)
+                          reconnect=None, source_address=source, unix_path=opts.unix_path)
         client.conn = conn
         client.session = session
         self.loop.connections.add(conn)
