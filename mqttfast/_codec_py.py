@@ -507,6 +507,11 @@ class Publisher:
         return mark
 
 
+def untrack(obj: Any) -> None:
+    """Stop the cyclic garbage collector from walking ``obj``, which the caller knows cannot be
+    part of a reference cycle. A no-op here: only the C twin can (see its docstring)."""
+
+
 def all_plain_qos0(packets: List[Packet]) -> bool:
     """True when every packet is a QoS 0 PUBLISH without properties: the bulk receive path."""
     for pkt in packets:
@@ -752,6 +757,7 @@ __all__ = [
     "PubComp", "PubRec", "PubRel", "Publish", "Publisher", "Qos0Path", "StreamDecoder",
     "StreamMark", "SubAck", "Subscribe", "Subscription", "UnsubAck", "Unsubscribe", "Will",
     "WriteBuffer", "all_plain_qos0", "append_publish", "append_publish_many", "decode", "deliver",
+    "untrack",
     "decode_remaining_length", "encode", "encode_ack", "encode_publish", "encode_remaining_length",
     "validate_topic", "validate_topic_filter",
 ]

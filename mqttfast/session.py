@@ -44,6 +44,7 @@ from .codec import (
     all_plain_qos0,
     encode,
     encode_publish,
+    untrack,
 )
 from .constants import MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
 from .errors import (
@@ -124,6 +125,18 @@ class Outgoing:
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.topic!r} qos={self.qos} id={self.packet_id} "
                 f"{self.state.name}>")
+
+
+_SLOTS_ONLY: Dict[type, bool] = {}
+
+
+def _slots_only(cls: type) -> bool:
+    """``cls`` is Outgoing or a subclass adding neither slots nor a ``__dict__``."""
+    known = _SLOTS_ONLY.get(cls)
+    if known is None:
+        known = _SLOTS_ONLY[cls] = (issubclass(cls, Outgoing) and cls.__dictoffset__ == 0 and
+                                    cls.__basicsize__ == Outgoing.__basicsize__)
+    return known
 
 
 SubscriptionArg = Union[str, Tuple[str, int], Subscription]
@@ -531,6 +544,10 @@ class Session:
                 if payload.__class__ is not bytes:  # keep an owned copy for re-sending
                     record.payload = (payload.encode("utf-8") if isinstance(payload, str)
                                       else bytes(payload))
+                if topic.__class__ is str and _slots_only(cls):
+                    # Its slots now hold only str, bytes, numbers, a state and None: it cannot
+                    # be in a cycle, so the cyclic GC need not walk every record in flight.
+                    untrack(record)
                 return record
         check_qos(qos)
         if properties is not None:

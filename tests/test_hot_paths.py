@@ -274,3 +274,26 @@ def test_client_publish_is_the_compiled_path_and_a_subclass_keeps_its_own(broker
     finally:
         plain.close()
         sub.close()
+
+
+def test_in_flight_records_without_properties_are_not_walked_by_the_gc(both):
+    import sys
+
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from session_helpers import connected
+
+    from mqttfast import codec
+    from mqttfast.session import Outgoing
+
+    s, _ = connected(4, max_inflight=10)
+    plain = s.publish("a/b", b"x", 1)
+    with_props = s.publish_record(s.make_record("a/b", b"y", 1), 0.0)
+
+    class Extra(Outgoing):
+        __slots__ = ("note",)  # a subclass that could hold anything: left to the GC
+
+    extra = s.publish("a/b", b"z", 1, cls=Extra)
+    assert gc.is_tracked(extra) and gc.is_tracked(with_props)
+    assert gc.is_tracked(plain) == (codec.IMPLEMENTATION == "python")  # only C can untrack
+    (ack,) = both[0].StreamDecoder(4).feed(both[0].encode_ack(4, plain.packet_id))
+    assert not gc.is_tracked(ack)
