@@ -273,6 +273,10 @@ class Session:
         self._window = max_inflight
         self._window2 = min(max_inflight_qos2, max_inflight)  # for QoS 2
         self._inflight2 = 0  # QoS 2 records in flight
+        # In flight but not re-sent on this connection yet: the new Receive Maximum was full
+        # [MQTT-4.9.0-2]. They keep their ids and go out, in order, as slots free.
+        self._held: Dict[int, Outgoing] = {}
+        self._held2 = 0  # QoS 2 records among them
         self._broker_max_packet = 0  # 0: no limit announced
         self._broker_max_qos = 2
         self._aliases_in: Dict[int, str] = {}
@@ -403,6 +407,8 @@ class Session:
             self.store.commit()
         self._inflight.clear()
         self._inflight2 = 0
+        self._held.clear()
+        self._held2 = 0
         self._pending.clear()
         self._queued_bytes = 0
         self._timeouts.clear()
@@ -742,6 +748,16 @@ class Session:
         return n if n <= self._alias_out_max else 0
 
     def _fill_window(self, now: float) -> None:
+        held = self._held
+        while held and self.state == CONNECTED:
+            pid, record = next(iter(held.items()))
+            if len(self._inflight) - len(held) >= self._window or (
+                    record.qos == 2 and self._inflight2 - self._held2 >= self._window2):
+                return  # the queue waits behind what is owed a re-send
+            del held[pid]
+            if record.qos == 2:
+                self._held2 -= 1
+            self._resend(pid, record, now)
         pending = self._pending
         while pending and self.state == CONNECTED and (
                 pending[0].qos == 0 or (len(self._inflight) < self._window and (
@@ -964,23 +980,48 @@ class Session:
         """Re-send what was unacknowledged when the last connection dropped, as the seed's
         RestoreSession does: PUBLISH with DUP, or PUBREL for those past PUBREC."""
         self._timeouts.clear()  # every inflight record is re-timed below, from ``now``
+        self._held.clear()
+        self._held2 = 0
+        # A restarted broker may announce a smaller Receive Maximum: re-send no more than it
+        # allows (overrunning it earns 0x97 per message). Records past PUBREC hold a slot
+        # already; their PUBRELs always go.
+        released = sum(1 for r in self._inflight.values() if r.state == WAIT_PUBCOMP)
+        sent = sent2 = released
+        holding = False
         for pid, record in list(self._inflight.items()):
             if record.state == WAIT_PUBCOMP:
                 self.out.append_ack(_PUBREL, pid, 0, self.protocol)
-            else:
-                try:
-                    self._append(record.topic, record.payload, record.qos, pid, record.retain,
-                                 True, record.properties)
-                except (ValueError, TypeError) as exc:  # e.g. over the new broker's size limit
-                    self._forget(pid, record)
-                    if self._durable:
-                        self.store.removed(record)
-                    self._fail(record, str(exc))
-                    continue
-            if self.ack_timeout is not None:
-                record.deadline = now + self.ack_timeout
-                self._timeouts.append(record)
+                if self.ack_timeout is not None:
+                    record.deadline = now + self.ack_timeout
+                    self._timeouts.append(record)
+                continue
+            holding = holding or sent >= self._window or (
+                record.qos == 2 and sent2 >= self._window2)
+            if holding:  # in order: nothing overtakes a held record
+                self._held[pid] = record
+                if record.qos == 2:
+                    self._held2 += 1
+                continue
+            if self._resend(pid, record, now):
+                sent += 1
+                sent2 += record.qos == 2
         self._fill_window(now)
+
+    def _resend(self, pid: int, record: Outgoing, now: float) -> bool:
+        """PUBLISH again with DUP (same id); a record no longer sendable fails."""
+        try:
+            self._append(record.topic, record.payload, record.qos, pid, record.retain,
+                         True, record.properties)
+        except (ValueError, TypeError) as exc:  # e.g. over the new broker's size limit
+            self._forget(pid, record)
+            if self._durable:
+                self.store.removed(record)
+            self._fail(record, str(exc))
+            return False
+        if self.ack_timeout is not None:
+            record.deadline = now + self.ack_timeout
+            self._timeouts.append(record)
+        return True
 
     def _on_publish(self, pkt: Any, messages: List[Any]) -> None:
         props = pkt.properties
@@ -1026,6 +1067,8 @@ class Session:
         del self._inflight[packet_id]
         if record.qos == 2:
             self._inflight2 -= 1
+        if self._held and self._held.pop(packet_id, None) is not None and record.qos == 2:
+            self._held2 -= 1  # acknowledged before its re-send (the broker had it)
 
     def _complete(self, record: Outgoing, reason_code: int, now: float,
                   refill: bool = True) -> None:
@@ -1039,7 +1082,7 @@ class Session:
         if self._durable:
             self.store.removed(record)
         self.completed.append(record)
-        if refill and self._pending:
+        if refill and (self._pending or self._held):
             self._fill_window(now)
 
     # ------------------------------------------------------------------ time
