@@ -68,6 +68,17 @@ class Packet(metaclass=ABCMeta):  # noqa: B024  (an ABC for register(), no abstr
         return f"{type(self).__name__}({args})"
 
 
+def _binary(value: Any, name: str) -> bytes:
+    """An owned copy of text (UTF-8) or a bytes-like value; anything else is refused, since
+    ``bytes(123)`` would be 123 NUL bytes."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{name} must be bytes, bytearray, memoryview or str, "
+                    f"not {type(value).__name__}")
+
+
 class Will(Packet):
     """The message the broker publishes when this client goes away without a DISCONNECT."""
 
@@ -76,7 +87,7 @@ class Will(Packet):
     def __init__(self, topic: str, payload: BytesLike = b"", qos: int = 0, retain: bool = False,
                  properties: Props = None) -> None:
         self.topic = topic
-        self.payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        self.payload = _binary(payload, "will payload")
         self.qos = qos
         self.retain = retain
         self.properties = properties or None
@@ -97,8 +108,7 @@ class Connect(Packet):
         self.clean_session = clean_session  # "clean start" in MQTT 5
         self.keepalive = keepalive
         self.username = username
-        self.password = password.encode("utf-8") if isinstance(password, str) else (
-            None if password is None else bytes(password))
+        self.password = None if password is None else _binary(password, "password")
         self.will = will
         self.properties = properties or None
 

@@ -134,3 +134,21 @@ def test_odd_arguments_behave_alike(both, argument):
             key = "payloads" if (argument == "payload" and name not in SINGLE) else argument
             results = [_outcome(partial(_encoders(m)[name], **{key: value})) for m in (c, py)]
             assert results[0] == results[1], (name, argument, value)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m, v: m.Connect("c", 4, username="u", password=v),
+    lambda m, v: m.Will("w/t", v),
+], ids=["connect-password", "will-payload"])
+@pytest.mark.parametrize("value", [123, 2.5, ["x"], object()], ids=["int", "float", "list", "object"])
+def test_binary_fields_refuse_what_is_not_text_or_bytes(codec, make, value):
+    """``bytes(123)`` is 123 NUL bytes: a number must not become a password or a will silently."""
+    with pytest.raises(TypeError, match="must be bytes"):
+        make(codec, value)
+
+
+def test_binary_fields_take_text_and_every_bytes_like(codec):
+    for value, expected in (("pw", b"pw"), (b"pw", b"pw"), (bytearray(b"pw"), b"pw"),
+                            (memoryview(b"pw"), b"pw")):
+        assert codec.Connect("c", 4, username="u", password=value).password == expected
+        assert codec.Will("w/t", value).payload == expected
