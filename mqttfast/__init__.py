@@ -11,6 +11,7 @@ from .client import (
     tls_context,
 )
 from .codec import Subscription, Will
+from .constants import MAX_PACKET_SIZE
 from .errors import (
     ConnectionLost,
     ConnectRefused,
@@ -55,7 +56,7 @@ __all__ = [
     "Disconnected", "PublishState", "Subscribed", "TransportState", "Unsubscribed",
     "WrittenHandle",
     "Backoff", "BatchHandle", "Client", "ConnectRefused", "ConnectionLost", "InvalidTopic",
-    "Loop", "MQTTError", "MalformedPacket", "MemoryStore", "Message", "NotConnected",
+    "Loop", "MAX_PACKET_SIZE", "MQTTError", "MalformedPacket", "MemoryStore", "Message", "NotConnected",
     "PacketTooLarge", "PayloadTooLarge", "ProtocolError", "PublishHandle", "QueueFull",
     "RequestHandle", "SQLiteStore", "StoreError", "Subscription", "Will", "__version__",
     "tls_context", "topic_matches",

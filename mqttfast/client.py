@@ -32,7 +32,7 @@ from typing import (
 )
 
 from .codec import Publish, Publisher, StreamMark, Subscription, Will, deliver
-from .constants import MQTT_5
+from .constants import MAX_PACKET_SIZE, MQTT_5
 from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
 from .events import (
     AuthRequest,
@@ -242,7 +242,8 @@ class Client:
                  max_queued: int = 1_000_000, ack_timeout: Optional[float] = None,
                  max_retries: int = 3, reconnect: Union[bool, Backoff] = False,
                  connect_timeout: float = 10.0, topic_alias_maximum: int = 64,
-                 outgoing_aliases: bool = True, max_packet_size: Optional[int] = None,
+                 outgoing_aliases: bool = True,
+                 max_packet_size: Optional[int] = MAX_PACKET_SIZE,
                  max_buffer: int = 8 * 1024 * 1024, block_when_full: bool = False,
                  manual_ack: bool = False, store: Optional[MemoryStore] = None,
                  loop: Optional[Loop] = None, background: Optional[bool] = None) -> None:

@@ -12,6 +12,9 @@ PROTOCOLS = (MQTT_3_1, MQTT_3_1_1, MQTT_5)
 MAX_REMAINING_LENGTH = 268_435_455  # four varint bytes
 MAX_PACKET_ID = 65_535
 MAX_STRING_LENGTH = 65_535
+# The default limit on an incoming packet (issue 9): bigger than any sane message, small enough
+# that one packet cannot cost the process hundreds of MB; announced in an MQTT 5 CONNECT.
+MAX_PACKET_SIZE = 16 * 1024 * 1024
 
 
 class PacketType(IntEnum):

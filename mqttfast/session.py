@@ -46,7 +46,7 @@ from .codec import (
     encode_publish,
     untrack,
 )
-from .constants import MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
+from .constants import MAX_PACKET_SIZE, MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
 from .errors import (
     InvalidTopic, NotConnected, PayloadTooLarge, ProtocolError, QueueFull, StoreError,
 )
@@ -204,7 +204,7 @@ class Session:
                  max_buffer: int = 8 * 1024 * 1024,
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
-                 max_packet_size: Optional[int] = None, manual_ack: bool = False,
+                 max_packet_size: Optional[int] = MAX_PACKET_SIZE, manual_ack: bool = False,
                  store: Optional[MemoryStore] = None, record_cls: type = Outgoing) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), got {protocol!r}")

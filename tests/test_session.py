@@ -34,7 +34,7 @@ from mqttfast.codec import (
     Unsubscribe,
     encode_ack,
 )
-from mqttfast.constants import PacketType
+from mqttfast.constants import MAX_PACKET_SIZE, PacketType
 from mqttfast.errors import (
     InvalidTopic,
     MalformedPacket,
@@ -1035,7 +1035,8 @@ class TestTopicAliasesIn:
         s = Session(CLIENT_ID, 5, topic_alias_maximum=0)
         b = Broker(s)
         conn, _ = b.connect(0.0, 0)
-        assert conn.properties is None  # nothing advertised: the broker may not alias
+        # Nothing advertised (only the default Maximum Packet Size): the broker may not alias.
+        assert conn.properties == {"maximum_packet_size": MAX_PACKET_SIZE}
         with pytest.raises(ProtocolError):
             b.send(publish_packet("t", b"x", properties={"topic_alias": 1}))
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequenc
 
 from ..client import AckableMessage, tls_context
 from ..codec import Publish, Subscription, Will
-from ..constants import MQTT_5
+from ..constants import MAX_PACKET_SIZE, MQTT_5
 from ..errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, ProtocolError, QueueFull
 from ..events import (
     AuthRequest,
@@ -93,7 +93,8 @@ class Client:
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  reconnect: Union[bool, Backoff] = False, connect_timeout: float = 10.0,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
-                 max_packet_size: Optional[int] = None, max_buffer: int = 8 * 1024 * 1024,
+                 max_packet_size: Optional[int] = MAX_PACKET_SIZE,
+                 max_buffer: int = 8 * 1024 * 1024,
                  manual_ack: bool = False, store: Optional[MemoryStore] = None,
                  max_messages: int = 10_000, when_full: str = "pause") -> None:
         if clean_session is not None and clean_start is not None and clean_session != clean_start:
