@@ -114,7 +114,8 @@ CONNECTION = (
     Flag(("-p", "--port"), "port", "PORT", "broker port (default: 1883, or 8883 with TLS)",
          _int_range(1, 65535)),
     Flag(("-L", "--url"), "url", "URL",
-         "mqtt(s)://[user[:password]@]host[:port]/topic, or unix:///path/to/socket"),
+         "mqtt(s)://[user[:password]@]host[:port]/topic, ws(s)://host[:port]/path, or "
+         "unix:///path/to/socket"),
     Flag(("-A",), "bind_address", "ADDRESS", "bind the outgoing socket to this local address"),
     Flag(("-V", "--protocol-version"), "protocol", "VERSION",
          "MQTT version: 31, 311 or 5 (also mqttv31, mqttv311, mqttv5; default 311)", _protocol),
@@ -381,6 +382,7 @@ class Config(NamedTuple):
     bind_address: Optional[str]
     props: Dict[str, Dict[str, Any]]
     unix_path: Optional[str] = None  # -L unix:///path: a Unix domain socket, not host and port
+    ws_path: Optional[str] = None  # -L ws(s)://host/path: MQTT over WebSocket
 
     def __repr__(self) -> str:  # the password stays out of logs and tracebacks
         kwargs = dict(self.client_kwargs)
@@ -403,9 +405,6 @@ def _apply_url(opts: Dict[str, Any]) -> bool:
         url = parse_url(opts["url"])
     except ValueError as exc:  # its message shows the URL with the password masked
         raise UsageError(str(exc)) from None
-    if url.websocket:
-        raise UsageError(f"-L {url}: WebSocket (ws://, wss://) is not supported by this version "
-                         "of mqttfast")
     opts["username"] = opts["username"] or url.username
     opts["password"] = opts["password"] or url.password
     if url.unix:
@@ -415,6 +414,9 @@ def _apply_url(opts: Dict[str, Any]) -> bool:
         return False
     opts["host"] = opts["host"] or url.host
     opts["port"] = opts["port"] or url.port
+    if url.websocket:  # the path is the HTTP one, not a topic
+        opts["ws_path"] = url.path
+        return url.tls
     if url.path.lstrip("/") and not opts["topics"]:
         opts["topics"].append(url.path[1:])
     return url.tls
@@ -538,7 +540,7 @@ def configure(tool: str, opts: Dict[str, Any]) -> Config:
     port = opts["port"] or (8883 if ctx is not None else 1883)
     keepalive = 60 if opts["keepalive"] is None else opts["keepalive"]
     return Config(opts["host"] or "localhost", port, protocol, kwargs, keepalive,
-                  opts["bind_address"], props, opts.get("unix_path"))
+                  opts["bind_address"], props, opts.get("unix_path"), opts.get("ws_path"))
 
 
 def _check_topic(flag: str, topic: str, is_filter: bool = False) -> None:
@@ -602,7 +604,12 @@ def _connect(client: Client, config: Config, report: Reporter) -> bool:
     report.event("sending CONNECT")
     source = (config.bind_address, 0) if config.bind_address else None
     try:
-        if config.unix_path is not None:
+        if config.ws_path is not None:
+            host = f"[{config.host}]" if ":" in config.host else config.host
+            scheme = "wss" if config.client_kwargs.get("tls") is not None else "ws"
+            connected = client.connect(f"{scheme}://{host}:{config.port}{config.ws_path}", None,
+                                       config.keepalive, source_address=source)
+        elif config.unix_path is not None:
             connected = client.connect(f"unix://{quote(config.unix_path)}", None,
                                        config.keepalive)
         else:

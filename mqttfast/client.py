@@ -32,7 +32,7 @@ from typing import (
 )
 
 from .codec import Publish, Publisher, StreamMark, Subscription, Will, deliver
-from .constants import MAX_PACKET_SIZE, MQTT_5
+from .constants import MAX_PACKET_SIZE, MAX_QUEUED_BYTES, MQTT_5
 from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
 from .events import (
     AuthRequest,
@@ -47,6 +47,7 @@ from .loop import OPEN, Backoff, Connection, Handler, Loop
 from .session import CONNECTED, Outgoing, Session, subscriptions_from
 from .store import MemoryStore
 from .url import is_url
+from .websocket import websocket_for
 from .url import target as url_target
 from .wire import topic_matches, validate_topic_filter
 
@@ -239,7 +240,8 @@ class Client:
                  server_hostname: Optional[str] = None, properties: Optional[dict] = None,
                  session_expiry: Optional[int] = None, max_inflight: Optional[int] = None,
                  max_inflight_qos2: Optional[int] = None,
-                 max_queued: int = 1_000_000, ack_timeout: Optional[float] = None,
+                 max_queued: int = 1_000_000, max_queued_bytes: int = MAX_QUEUED_BYTES,
+                 ack_timeout: Optional[float] = None,
                  max_retries: int = 3, reconnect: Union[bool, Backoff] = False,
                  connect_timeout: float = 10.0, topic_alias_maximum: int = 64,
                  outgoing_aliases: bool = True,
@@ -270,7 +272,7 @@ class Client:
         self.session = Session(client_id, protocol, clean, username=username, password=password,
                                will=will, properties=connect_props or None,
                                max_inflight=max_inflight, max_inflight_qos2=max_inflight_qos2,
-                               max_queued=max_queued,
+                               max_queued=max_queued, max_queued_bytes=max_queued_bytes,
                                max_buffer=max_buffer, ack_timeout=ack_timeout,
                                max_retries=max_retries, topic_alias_maximum=topic_alias_maximum,
                                outgoing_aliases=outgoing_aliases, max_packet_size=max_packet_size,
@@ -340,31 +342,38 @@ class Client:
 
     def connect(self, host: str = "127.0.0.1", port: Optional[int] = None, keepalive: int = 60,
                 timeout: Optional[float] = None, *,
-                source_address: Optional[Tuple[str, int]] = None) -> Connected:
+                source_address: Optional[Tuple[str, int]] = None,
+                ws_headers: Optional[Dict[str, str]] = None) -> Connected:
         """Connect and block until the CONNACK; raise ``ConnectRefused`` or ``ConnectionLost``
         (with the real cause: refused, unreachable, TLS verification...). Bad arguments raise
         ``ValueError`` / ``TypeError`` here and leave the client as it was. With ``reconnect``,
         later drops are retried; a first attempt that fails is reported, not retried.
 
         ``host`` may be a URL (``mqttfast.url``): ``mqtt://user:pass@host:1883``, ``mqtts://``,
-        ``unix:///run/mosquitto.sock``; its user name and password are used when the client was
-        given none (a different one raises)."""
+        ``unix:///run/mosquitto.sock``, ``ws://host:8080/mqtt`` or ``wss://`` (MQTT over
+        WebSocket, subprotocol ``mqtt``, with ``ws_headers`` added to the upgrade request); its
+        user name and password are used when the client was given none (a different one raises)."""
         if self._conn is not None and not self._conn.closed:
             raise MQTTError("already connected; call disconnect() first")
         username, password, will, props = self._connect_args
-        ssl_context, unix_path = self.tls, None
+        ssl_context, unix_path, websocket = self.tls, None, None
         if is_url(host):
-            to = url_target(host, port, self.tls, username, password, tls_context)
-            host, port, unix_path, ssl_context, username, password = to
+            to = url_target(host, port, self.tls, username, password, tls_context, websocket=True)
+            host, port, unix_path, ssl_context, username, password, ws_path = to
             if unix_path is not None and source_address is not None:
                 raise ValueError("source_address has no meaning for a Unix domain socket")
+            if ws_path is not None:
+                websocket = websocket_for(host, port, ws_path, ws_headers, ssl_context is not None)
+        if ws_headers is not None and websocket is None:
+            raise ValueError("ws_headers need a ws:// or wss:// URL")
         if port is None:
             port = 8883 if ssl_context is not None else 1883
         self.session.configure(keepalive, username, password, will, props)
         conn = Connection(self._loop, self.session, self._events, host, port,
                           ssl_context=ssl_context, server_hostname=self.server_hostname,
                           connect_timeout=self.connect_timeout, reconnect=self.reconnect,
-                          source_address=source_address, unix_path=unix_path)
+                          source_address=source_address, unix_path=unix_path,
+                          websocket=websocket)
         self._conn = conn
         self._publisher.bind(conn.lock, conn)
         self._connect_result = None

@@ -32,6 +32,8 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 from .errors import ConnectionLost, MQTTError, ProtocolError
 from .events import ConnectionRefused, ConnectionState, Connected, Disconnected
 from .session import Session
+from .websocket import WebSocket, WebSocketError
+from .websocket import frame as ws_frame
 
 log = logging.getLogger("mqttfast")
 
@@ -52,6 +54,7 @@ class TransportState(IntEnum):
     HANDSHAKING = 2  # TLS handshake in progress
     OPEN = 3  # the socket carries MQTT
     CLOSED = 4  # closed for good
+    UPGRADING = 5  # WebSocket upgrade request sent, waiting for the 101
 
     def __repr__(self) -> str:
         return f"TransportState.{self.name}"
@@ -62,6 +65,7 @@ CONNECTING = TransportState.CONNECTING
 HANDSHAKING = TransportState.HANDSHAKING
 OPEN = TransportState.OPEN
 CLOSED = TransportState.CLOSED
+UPGRADING = TransportState.UPGRADING
 
 
 class Backoff:
@@ -110,7 +114,8 @@ class Connection:
                  server_hostname: Optional[str] = None, connect_timeout: float = 10.0,
                  reconnect: Optional[Backoff] = None, retry_first: bool = False,
                  source_address: Optional[Tuple[str, int]] = None,
-                 unix_path: Optional[str] = None) -> None:
+                 unix_path: Optional[str] = None,
+                 websocket: Optional[Callable[[], WebSocket]] = None) -> None:
         self.loop = loop
         self.session = session
         self.handler = handler
@@ -124,6 +129,9 @@ class Connection:
         self.source_address = source_address
         self.unix_path = unix_path  # a Unix domain socket instead of host and port
         self.peer = unix_path if unix_path is not None else f"{host}:{port}"  # for messages
+        self.websocket = websocket  # makes each connection's WebSocket state (ws://, wss://)
+        self.ws: Optional[WebSocket] = None  # the current connection's, once upgrading
+        self._wprefix = 0  # bytes at the front of _wbuf that are WebSocket framing, not MQTT
         self.lock = threading.Lock()  # guards ``session`` against other threads
         self.sock: Optional[socket.socket] = None
         self.phase = IDLE
@@ -255,7 +263,7 @@ class Connection:
             self.phase = HANDSHAKING
             self._handshake()
         else:
-            self._start_mqtt()
+            self._transport_up()
 
     def _handshake(self) -> None:
         assert isinstance(self.sock, ssl.SSLSocket)
@@ -270,7 +278,56 @@ class Connection:
         except (ssl.SSLError, OSError) as exc:
             self.close(ConnectionLost(f"TLS handshake with {self.peer} failed: {exc}"))
             return
-        self._start_mqtt()
+        self._transport_up()
+
+    def _transport_up(self) -> None:
+        """TCP (and TLS) is up: MQTT starts now, or after the WebSocket upgrade."""
+        if self.websocket is None:
+            self._start_mqtt()
+            return
+        assert self.sock is not None
+        ws = self.ws = self.websocket()
+        request = ws.request()
+        try:  # a few hundred bytes into an empty socket buffer: one send takes them
+            sent = self.sock.send(request)
+        except (OSError, ssl.SSLError) as exc:
+            self.close(ConnectionLost(f"WebSocket upgrade to {self.peer} failed: {exc}"))
+            return
+        if sent != len(request):
+            self.close(ConnectionLost(f"WebSocket upgrade to {self.peer} failed: the request "
+                                      "did not fit in the socket buffer"))
+            return
+        self.phase = UPGRADING
+        self._set_events(selectors.EVENT_READ)
+
+    def _upgrade(self) -> None:
+        """Read the broker's answer to the WebSocket upgrade."""
+        sock, ws = self.sock, self.ws
+        assert sock is not None and ws is not None
+        while True:
+            try:
+                n = sock.recv_into(self.loop.rbuf)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError as exc:
+                self.close(ConnectionLost(f"receive failed: {exc}"))
+                return
+            if not n:
+                self.close(ConnectionLost("the broker closed the connection during the "
+                                          "WebSocket upgrade"))
+                return
+            try:
+                rest = ws.receive_handshake(self.loop.rbuf[:n])
+                if rest is not None and ws.receive(rest):
+                    raise WebSocketError("the broker sent MQTT data before the CONNECT")
+            except WebSocketError as exc:
+                self.close(ConnectionLost(f"WebSocket upgrade to {self.peer} failed: {exc}"))
+                return
+            if rest is not None:
+                self._start_mqtt()
+                return
+            if not (self.ssl_context is not None and sock.pending()):  # type: ignore[attr-defined]
+                return
 
     def _set_events(self, events: int) -> None:
         assert self.sock is not None
@@ -298,11 +355,14 @@ class Connection:
         assert sock is not None
         for _ in range(2):  # then back to select(), so acknowledgements get read too
             if self._woff >= len(self._wbuf):
-                if not session.out:
+                ws = self.ws
+                if not session.out and not (ws is not None and ws.control):
                     break
                 with self.lock:
                     self._wbuf = session.take_output()
                 self._woff = 0
+                if ws is not None:
+                    self._frame(ws)
             try:
                 with memoryview(self._wbuf) as view:
                     sent = sock.send(view[self._woff:])
@@ -312,7 +372,10 @@ class Connection:
                 self.close(ConnectionLost(f"send failed: {exc}"))
                 return
             if sent:
+                old = self._woff
                 self._woff += sent
+                if self._wprefix:  # only the MQTT bytes count as the session's
+                    sent = max(0, self._woff - self._wprefix) - max(0, old - self._wprefix)
                 with self.lock:
                     session.sent(sent, _monotonic())
                 if self.notify_writes:
@@ -348,6 +411,8 @@ class Connection:
             self._tcp_connected()
         elif phase is HANDSHAKING:
             self._handshake()
+        elif phase is UPGRADING:
+            self._upgrade()
 
     def _read(self) -> None:
         sock = self.sock
@@ -365,9 +430,24 @@ class Connection:
             if not n:
                 self.close(ConnectionLost("the broker closed the connection"))
                 return
+            data: Any = loop.rview[:n]
+            ws = self.ws
+            if ws is not None:
+                try:
+                    data = ws.receive(data)
+                except WebSocketError as exc:
+                    self.close(exc)
+                    return
+                if ws.close_code is not None:
+                    self._send_control(ws)
+                    self.close(ConnectionLost(f"the broker closed the WebSocket "
+                                              f"({ws.close_code} {ws.close_reason})".rstrip()))
+                    return
+                if ws.control:
+                    self.kick()  # a pong to send
             try:
                 with self.lock:
-                    messages = session.receive(loop.rview[:n], _monotonic())
+                    messages = session.receive(data, _monotonic())
             except MQTTError as exc:
                 self.close(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
                 return
@@ -383,6 +463,23 @@ class Connection:
             # TLS may hold decrypted bytes that select() will not report.
             if not (self.ssl_context is not None and sock.pending()):  # type: ignore[attr-defined]
                 return
+
+    def _frame(self, ws: WebSocket) -> None:
+        """Put the MQTT bytes just taken in a masked binary frame, after any control frame."""
+        payload = self._wbuf
+        framed = bytes(ws.control) + ws_frame(payload) if payload else bytes(ws.control)
+        ws.control.clear()
+        self._wprefix = len(framed) - len(payload)
+        self._wbuf = bytearray(framed)
+
+    def _send_control(self, ws: WebSocket) -> None:
+        """Best effort, on the way out: the close frame's echo."""
+        if ws.control and self.sock is not None:
+            try:
+                self.sock.send(bytes(ws.control))
+            except (OSError, ssl.SSLError):
+                pass
+            ws.control.clear()
 
     def _report(self, messages: List[Any]) -> bool:
         """Hand control events and completions (then messages) to the handler; act on the
@@ -469,6 +566,10 @@ class Connection:
             self.loop._closed(self)
             self.handler.on_closed(self, _ending(error, cause, False))
             return
+        ws, self.ws = self.ws, None
+        if ws is not None and ws.open and ws.close_code is None and error is None:
+            ws.control += ws.close_frame()  # we end it: say so at the WebSocket level too
+            self._send_control(ws)
         self._drop_socket(drain=self.closing)
         with self.lock:
             self.session.connection_lost(str(error) if error else "disconnected")

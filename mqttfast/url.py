@@ -153,31 +153,33 @@ class Target(NamedTuple):
     tls: Optional[ssl.SSLContext]
     username: Optional[str]
     password: Union[str, bytes, None]
+    ws_path: Optional[str] = None  # ws:// and wss://: the HTTP path of the upgrade request
 
 
 def target(text: str, port: Optional[int], tls: Optional[ssl.SSLContext],
            username: Optional[str], password: Union[str, bytes, None],
-           default_tls: Callable[[], ssl.SSLContext]) -> Target:
+           default_tls: Callable[[], ssl.SSLContext], websocket: bool = False) -> Target:
     """What ``connect(url)`` connects to: ``mqtts``/``wss`` use the client's TLS context, or
     ``default_tls()`` (system CAs, host name checked) when it has none; ``mqtt`` with a TLS
     context is a contradiction and raises; credentials as ``credentials``."""
     url = parse_url(text)
     if port is not None:
         raise ValueError(f"connect({url}, port={port!r}): give the port in the URL, not both")
-    if url.websocket:
-        raise ValueError(f"{url.scheme}:// (WebSocket) is not supported by this version of "
-                         "mqttfast; use mqtt://, mqtts:// or unix://")
+    if url.websocket and not websocket:
+        raise ValueError(f"{url.scheme}:// (WebSocket) is not supported by this client; use "
+                         "mqtt://, mqtts:// or unix://")
     if url.unix and getattr(socket, "AF_UNIX", None) is None:
         raise ValueError("unix:// URLs need Unix domain sockets, which this platform lacks")
     if url.scheme == "mqtt" and tls is not None:
         raise ValueError(f"{url} is plain TCP but the client has a TLS context: use mqtts://")
     if url.tls and tls is None:
         tls = default_tls()
-    if url.path not in ("", "/") and not url.unix:
+    if url.path not in ("", "/") and not url.unix and not url.websocket:
         raise ValueError(f"{url}: a path has no meaning in an {url.scheme}:// URL given to "
                          "connect()")
     username, password = credentials(url, username, password)
-    return Target(url.host, url.port, url.path if url.unix else None, tls, username, password)
+    return Target(url.host, url.port, url.path if url.unix else None, tls, username, password,
+                  url.path if url.websocket else None)
 
 
 __all__ = ["BrokerURL", "DEFAULT_PORTS", "SCHEMES", "Target", "credentials", "is_url", "parse_url",

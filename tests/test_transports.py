@@ -1,6 +1,7 @@
 """Transports against a real mosquitto: broker URLs (``mqtt://user:pass@host:port``, ``mqtts://``,
-``unix:///path``) in the sync and asyncio clients and in ``mqttfast pub/sub/bench``, and Unix domain
-sockets through mosquitto's own Unix listener (``listener 0 /path``)."""
+``unix:///path``, ``ws://``, ``wss://``) in the sync and asyncio clients and in
+``mqttfast pub/sub/bench``, Unix domain sockets through mosquitto's own Unix listener
+(``listener 0 /path``) and MQTT over WebSocket through its websockets listener."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from broker import Mosquitto, require_executable
+from broker import Mosquitto, free_port, make_tls_files, require_executable
 from client_support import Inbox, granted, shutdown, topic, uid, wait_until
 
 import mqttfast
@@ -226,7 +227,7 @@ def test_mqtts_url(tls_broker):
 @pytest.mark.parametrize("url, port, tls, message", [
     ("mqtt://127.0.0.1:1883", 1883, None, "not both"),
     ("mqtt://127.0.0.1:1883", None, True, "use mqtts://"),
-    ("ws://127.0.0.1:8080/mqtt", None, None, "WebSocket"),
+    ("ws://127.0.0.1:8080/mqtt?x=1", None, None, "query"),
     ("mqtt://alice:hunter2@127.0.0.1:99999", None, None, "1..65535"),
     ("tcp://127.0.0.1", None, None, "unknown scheme"),
 ])
@@ -343,7 +344,7 @@ def test_cli_pub_sub_over_a_unix_socket(unix_broker):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["pub", "-t", "a", "-m", "x", "-L", "ws://alice:hunter2@127.0.0.1/mqtt"], "WebSocket"),
+    (["pub", "-t", "a", "-m", "x", "-L", "ws://alice:hunter2@127.0.0.1:0/mqtt"], "1..65535"),
     (["pub", "-t", "a", "-m", "x", "-L", "unix:///tmp/x.sock", "-p", "1884"], "do not apply"),
     (["pub", "-t", "a", "-m", "x", "-L", "unix://alice:hunter2@host/x.sock"], "has no host"),
 ])
@@ -379,7 +380,222 @@ def test_bench_over_a_unix_socket_and_a_url(unix_broker, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "3 connected, 0 failed" in done.stdout
     done = subprocess.run(
-        [sys.executable, "-m", "mqttfast.bench", "conn", "--url", "wss://u:hunter2@h/mqtt"],
+        [sys.executable, "-m", "mqttfast.bench", "conn", "--url", "wss://u:hunter2@h:x/mqtt"],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
-    assert done.returncode == 2 and "WebSocket" in done.stderr
+    assert done.returncode == 2 and "1..65535" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+
+
+# ------------------------------------------------------------------------------ WebSocket
+
+
+class WsBroker:
+    """A mosquitto with its plain listener, a websockets one (``.ws_port``) and a websockets one
+    over TLS (``.wss_port``, trustme certificates: ``.files``). Debian's mosquitto 2.0.11 binds
+    a websockets listener to every address unless ``socket_domain ipv4`` is set."""
+
+    def __init__(self) -> None:
+        require_executable("mosquitto")
+        self.directory = Path(tempfile.mkdtemp(prefix="mqf-ws-"))
+        self.files = make_tls_files(self.directory)
+        self.ws_port, self.wss_port = free_port(), free_port()
+        self.mosquitto = Mosquitto(directory=self.directory, extra_config=[
+            f"listener {self.ws_port} 127.0.0.1", "protocol websockets", "socket_domain ipv4",
+            "", f"listener {self.wss_port} 127.0.0.1", "protocol websockets",
+            "socket_domain ipv4", f"cafile {self.files.ca_path}",
+            f"certfile {self.files.server_cert_path}", f"keyfile {self.files.server_key_path}"])
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.files.ca_path))
+
+
+@pytest.fixture(scope="module")
+def ws_broker() -> Iterator[WsBroker]:
+    instance = WsBroker()
+    instance.mosquitto.start()
+    from broker import port_accepts
+
+    assert wait_until(lambda: port_accepts(instance.ws_port) and port_accepts(instance.wss_port),
+                      10), instance.mosquitto.log_text()
+    try:
+        yield instance
+    finally:
+        instance.mosquitto.stop()
+        shutil.rmtree(instance.directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_websocket_both_ways(ws_broker, scheme, qos):
+    """A WebSocket client receives what a TCP client publishes and the other way round, every
+    message once and in order (small messages: mosquitto 2.0.11 sends a websockets client at
+    most 4 KiB per 100 ms, measured)."""
+    base = topic("ws")
+    on_ws, on_tcp = Inbox(), Inbox()
+    port = ws_broker.ws_port if scheme == "ws" else ws_broker.wss_port
+    w = mqttfast.Client(client_id=uid("w"), tls=ws_broker.tls() if scheme == "wss" else None)
+    t = mqttfast.Client(client_id=uid("t"))
+    try:
+        w.on_message, t.on_message = on_ws, on_tcp
+        w.connect(f"{scheme}://{ws_broker.files.server_hostname}:{port}/mqtt", timeout=10)
+        assert w._conn is not None and w._conn.ws is not None and w._conn.ws.open
+        assert isinstance(w._conn.sock, ssl.SSLSocket) is (scheme == "wss")
+        t.connect(ws_broker.mosquitto.host, ws_broker.mosquitto.port, timeout=10)
+        assert granted(w.subscribe(f"{base}/to-ws", qos)) == [qos]
+        assert granted(t.subscribe(f"{base}/to-tcp", qos)) == [qos]
+        n = 200
+        for i in range(n):
+            t.publish(f"{base}/to-ws", b"t%d" % i, qos=qos)
+        big = os.urandom(300_000)  # many frames' worth the other way
+        for i in range(n):
+            w.publish(f"{base}/to-tcp", b"w%d" % i, qos=qos)
+        w.publish(f"{base}/to-tcp", big, qos=qos)
+        assert on_ws.wait_for(n, 20) and on_tcp.wait_for(n + 1, 20)
+        assert on_ws.payloads == [b"t%d" % i for i in range(n)]
+        assert on_tcp.payloads == [b"w%d" % i for i in range(n)] + [big]
+    finally:
+        shutdown(w, t)
+
+
+def test_websocket_keepalive_and_clean_close(ws_broker):
+    """PINGREQ/PINGRESP travel in frames; disconnect() ends with DISCONNECT, which the broker
+    logs as a clean disconnection (not a socket error)."""
+    client = mqttfast.Client(client_id=uid("wk"))
+    try:
+        client.connect(f"ws://127.0.0.1:{ws_broker.ws_port}/mqtt", keepalive=1, timeout=10)
+        time.sleep(2.5)  # two keep-alive periods: pings answered, or the client would drop
+        assert client.is_connected
+        assert client.publish("a/b", b"x", qos=1).wait(5)
+    finally:
+        client.disconnect(timeout=5)
+    assert wait_until(lambda: f"Client {client.client_id} disconnected." in
+                      ws_broker.mosquitto.log_text(), 5)
+
+
+def test_websocket_reconnects_after_a_broker_restart():
+    instance = WsBroker()
+    instance.mosquitto.start()
+    client = mqttfast.Client(client_id=uid("wr"), reconnect=mqttfast.Backoff(0.05, 0.2))
+    try:
+        client.connect(f"ws://127.0.0.1:{instance.ws_port}/mqtt", timeout=10)
+        instance.mosquitto.stop()
+        assert wait_until(lambda: not client.is_connected, 10)
+        instance.mosquitto.start()
+        assert wait_until(lambda: client.is_connected, 15)
+        assert client._conn is not None and client._conn.ws is not None
+        assert client.publish("a/b", b"after", qos=1).wait(10)
+    finally:
+        shutdown(client)
+        instance.mosquitto.stop()
+        shutil.rmtree(instance.directory, ignore_errors=True)
+
+
+class FakeHTTP:
+    """A listener that records one upgrade request and answers it with ``reply`` (for what no
+    broker shows: the request's headers, and a refused upgrade)."""
+
+    def __init__(self, reply: bytes) -> None:
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.request = b""
+        self.reply = reply
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            conn.settimeout(5)
+            while b"\r\n\r\n" not in self.request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                self.request += chunk
+            conn.sendall(self.reply)
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.thread.join(5)
+        self.server.close()
+
+
+def test_websocket_path_headers_and_refusal():
+    fake = FakeHTTP(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    client = mqttfast.Client(client_id=uid("wf"))
+    try:
+        with pytest.raises(ConnectionLost, match="refused the WebSocket upgrade.*403"):
+            client.connect(f"ws://127.0.0.1:{fake.port}/custom/path", timeout=5,
+                           ws_headers={"Authorization": "Bearer abc", "X-Tenant": "7"})
+    finally:
+        client.close()
+        fake.close()
+    lines = fake.request.decode().split("\r\n")
+    assert lines[0] == "GET /custom/path HTTP/1.1"
+    for line in (f"Host: 127.0.0.1:{fake.port}", "Sec-WebSocket-Protocol: mqtt",
+                 "Authorization: Bearer abc", "X-Tenant: 7"):
+        assert line in lines
+
+
+def test_websocket_not_an_http_server(broker):
+    """ws:// to a plain MQTT listener: mosquitto does not answer HTTP; the client gives up at the
+    connect timeout with a reason instead of hanging."""
+    client = mqttfast.Client(client_id=uid("wn"), connect_timeout=1.0)
+    try:
+        with pytest.raises(ConnectionLost):
+            client.connect(f"ws://127.0.0.1:{broker.port}/mqtt", timeout=5)
+        assert not client.is_connected
+    finally:
+        client.close()
+
+
+def test_ws_headers_without_a_websocket_url(broker):
+    client = mqttfast.Client(client_id=uid("wh"))
+    try:
+        with pytest.raises(ValueError, match="ws_headers"):
+            client.connect(broker.host, broker.port, ws_headers={"A": "b"})
+        with pytest.raises(ValueError, match="invalid WebSocket header"):
+            client.connect(f"ws://127.0.0.1:{broker.port}/", ws_headers={"A": "b\r\nC: d"})
+        assert client._conn is None
+    finally:
+        client.close()
+
+
+def test_aio_says_websocket_is_not_there_yet():
+    async def main() -> None:
+        with pytest.raises(ValueError, match="WebSocket"):
+            await aio.Client(client_id=uid("aw")).connect("ws://127.0.0.1/mqtt")
+
+    asyncio.run(main())
+
+
+def test_cli_and_bench_over_websocket(ws_broker, tmp_path):
+    name = topic("cli-ws")
+    probe = mqttfast.Client(client_id=uid("probe"))
+    inbox = Inbox()
+    probe.on_message = inbox
+    try:
+        probe.connect(ws_broker.mosquitto.host, ws_broker.mosquitto.port, timeout=10)
+        assert granted(probe.subscribe(f"{name}/#", 1)) == [1]
+        done = _cli("pub", "-L", f"ws://127.0.0.1:{ws_broker.ws_port}/mqtt", "-t", f"{name}/a",
+                    "-m", "over-ws", "-q", "1")
+        assert done.returncode == 0, done.stderr
+        done = _cli("pub", "-L", f"wss://{ws_broker.files.server_hostname}:{ws_broker.wss_port}/",
+                    "--cafile", ws_broker.files.ca_path, "-t", f"{name}/b", "-m", "over-wss",
+                    "-q", "1")
+        assert done.returncode == 0, done.stderr
+        assert inbox.wait_for(2) and sorted(inbox.payloads) == [b"over-ws", b"over-wss"]
+    finally:
+        shutdown(probe)
+    pytest.importorskip("hdrh", reason="the load generator needs hdrhistogram")
+    out = tmp_path / "pub.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "mqttfast.bench", "pub", "--url",
+         f"ws://127.0.0.1:{ws_broker.ws_port}/mqtt", "-c", "3", "-i", "0", "-t",
+         f"{name}/bench/%i", "-q", "1", "-L", "600", "-F", "20", "--rate", "3000",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["sent"] == 600 and summary["acked"] == 600

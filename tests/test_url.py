@@ -121,19 +121,23 @@ def _no_default() -> ssl.SSLContext:
 def test_target():
     made = ssl.create_default_context()
     assert target("mqtt://u:p@h:2", None, None, None, None, _no_default) == (
-        "h", 2, None, None, "u", "p")
+        "h", 2, None, None, "u", "p", None)
     assert target("mqtts://h", None, None, None, None, lambda: made).tls is made
     own = ssl.create_default_context()
     assert target("mqtts://h", None, own, None, None, _no_default).tls is own
     assert target("unix:///x.sock", None, None, None, None, _no_default) == (
-        "", 0, "/x.sock", None, None, None)
+        "", 0, "/x.sock", None, None, None, None)
+    assert target("ws://h:8080/mqtt", None, None, None, None, _no_default,
+                  websocket=True) == ("h", 8080, None, None, None, None, "/mqtt")
+    assert target("wss://h", None, None, None, None, lambda: made, websocket=True) == (
+        "h", 443, None, made, None, None, "/")
 
 
 @pytest.mark.parametrize("text, port, tls, why", [
     ("mqtt://h", 1883, None, "not both"),
     ("mqtt://h", None, ssl.create_default_context(), "use mqtts://"),
     ("mqtt://h/topic", None, None, "path has no meaning"),
-    ("ws://h", None, None, "WebSocket"),
+    ("ws://h", None, None, "WebSocket"),  # a client without WebSocket (mqttfast.aio)
     ("wss://h", None, None, "WebSocket"),
 ])
 def test_target_rejected(text, port, tls, why):

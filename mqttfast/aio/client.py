@@ -28,7 +28,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequenc
 
 from ..client import AckableMessage, tls_context
 from ..codec import Publish, Subscription, Will
-from ..constants import MAX_PACKET_SIZE, MQTT_5
+from ..constants import MAX_PACKET_SIZE, MAX_QUEUED_BYTES, MQTT_5
 from ..errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, ProtocolError, QueueFull
 from ..events import (
     AuthRequest,
@@ -90,6 +90,7 @@ class Client:
                  server_hostname: Optional[str] = None, properties: Optional[dict] = None,
                  session_expiry: Optional[int] = None, max_inflight: Optional[int] = None,
                  max_inflight_qos2: Optional[int] = None, max_queued: int = 1_000_000,
+                 max_queued_bytes: int = MAX_QUEUED_BYTES,
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  reconnect: Union[bool, Backoff] = False, connect_timeout: float = 10.0,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
@@ -132,7 +133,8 @@ class Client:
         self.session = Session(client_id, protocol, clean, username=username, password=password,
                                will=will, properties=connect_props or None,
                                max_inflight=max_inflight, max_inflight_qos2=max_inflight_qos2,
-                               max_queued=max_queued, max_buffer=max_buffer,
+                               max_queued=max_queued, max_queued_bytes=max_queued_bytes,
+                               max_buffer=max_buffer,
                                ack_timeout=ack_timeout, max_retries=max_retries,
                                topic_alias_maximum=topic_alias_maximum,
                                outgoing_aliases=outgoing_aliases, max_packet_size=max_packet_size,
@@ -228,7 +230,7 @@ class Client:
         ssl_context, unix_path = self.tls, None
         if is_url(host):
             to = url_target(host, port, self.tls, username, password, tls_context)
-            host, port, unix_path, ssl_context, username, password = to
+            host, port, unix_path, ssl_context, username, password, _ = to  # not ws:// here
         if port is None:
             port = 8883 if ssl_context is not None else 1883
         if port.__class__ is not int or not 0 <= port < 65536 or (port == 0 and unix_path is None):

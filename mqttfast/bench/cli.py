@@ -102,9 +102,9 @@ def build_parser(kind: str) -> _Parser:
     g.add_argument("-h", "--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
     g.add_argument("-p", "--port", type=_number(int, 1, 65535),
                    help="broker port (default 1883, 8883 with TLS)")
-    g.add_argument("--url", metavar="URL", help="mqtt(s)://[user[:password]@]host[:port] or "
-                   "unix:///path/to/socket, instead of -h/-p/-u/-P/-S (-L is --limit here, as "
-                   "in emqtt-bench)")
+    g.add_argument("--url", metavar="URL", help="mqtt(s)://[user[:password]@]host[:port], "
+                   "ws(s)://host[:port]/path or unix:///path/to/socket, instead of "
+                   "-h/-p/-u/-P/-S (-L is --limit here, as in emqtt-bench)")
     g.add_argument("-V", "--version", type=int, choices=(3, 4, 5), default=5,
                    help="MQTT version: 3 (3.1), 4 (3.1.1), 5 (default)")
     g.add_argument("-u", "--username", help="username (also %%u in templates)")
@@ -333,6 +333,7 @@ def make_options(kind: str, ns: argparse.Namespace) -> Any:
             tls_context(ns.cafile, ns.certfile, ns.keyfile, verify=not ns.insecure)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise UsageError(f"cannot load the TLS files: {exc}") from None
+    opts.ws_path = getattr(ns, "ws_path", None)
     if unix_path is not None:
         if ns.ifaddr:
             raise UsageError("--ifaddr has no meaning for a Unix domain socket")
@@ -354,9 +355,8 @@ def _apply_url(ns: argparse.Namespace) -> Optional[str]:
     except ValueError as exc:  # the message masks the password
         raise UsageError(str(exc)) from None
     if url.websocket:
-        raise UsageError(f"--url {url}: WebSocket (ws://, wss://) is not supported by this "
-                         "version of mqttfast")
-    if url.path not in ("", "/") and not url.unix:
+        ns.ws_path = url.path
+    elif url.path not in ("", "/") and not url.unix:
         raise UsageError(f"--url {url}: no path here (the topic is -t)")
     ns.username = ns.username if ns.username is not None else url.username
     ns.password = ns.password if ns.password is not None else url.password

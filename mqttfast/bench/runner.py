@@ -29,6 +29,7 @@ from ..errors import MQTTError
 from ..events import Connected, ConnectionRefused, Disconnected, PublishState, Subscribed
 from ..loop import Connection, Handler, Loop
 from ..session import CONNECTED, Outgoing, Session
+from ..websocket import websocket_for
 from .errors import describe_error
 from .stats import Latency, SeqTracker, rss_kb
 from .templates import HEADER_SIZE, MAGIC_INT, RECV_HEADER, PayloadMaker, Template, share_group
@@ -73,6 +74,7 @@ class Options:
     clean: bool = True
     ifaddrs: List[str] = field(default_factory=list)
     unix_path: Optional[str] = None  # --url unix:///path: a Unix domain socket
+    ws_path: Optional[str] = None  # --url ws(s)://host/path: MQTT over WebSocket
     connect_timeout: float = 10.0
     duration: Optional[float] = None
     topics: List[str] = field(default_factory=list)
@@ -173,6 +175,8 @@ class Runner:
         if opts.tls:
             self.ssl = tls_context(opts.cafile, opts.certfile, opts.keyfile,
                                    verify=not opts.insecure)
+        self._websocket = (websocket_for(opts.host, opts.port, opts.ws_path, None, opts.tls)
+                           if opts.ws_path is not None else None)
         self.templates = [Template(t, allow_seq=opts.kind == "pub") for t in opts.topics]
         self.clients: List[BenchClient] = []
         self.done = False
@@ -320,7 +324,8 @@ class Runner:
             source = (opts.ifaddrs[client.index % len(opts.ifaddrs)], 0)
         conn = Connection(self.loop, session, client, opts.addr, opts.port, ssl_context=self.ssl,
                           server_hostname=opts.host, connect_timeout=opts.connect_timeout,
-                          reconnect=None, source_address=source, unix_path=opts.unix_path)
+                          reconnect=None, source_address=source, unix_path=opts.unix_path,
+                          websocket=self._websocket)
         client.conn = conn
         client.session = session
         self.loop.connections.add(conn)
