@@ -15,6 +15,8 @@ MAX_STRING_LENGTH = 65_535
 # The default limit on an incoming packet (issue 9): bigger than any sane message, small enough
 # that one packet cannot cost the process hundreds of MB; announced in an MQTT 5 CONNECT.
 MAX_PACKET_SIZE = 16 * 1024 * 1024
+# The default bound on the bytes of topics and payloads waiting in a session's outgoing queue.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 
 class PacketType(IntEnum):

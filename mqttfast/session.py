@@ -46,7 +46,7 @@ from .codec import (
     encode_publish,
     untrack,
 )
-from .constants import MAX_PACKET_SIZE, MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
+from .constants import MAX_PACKET_SIZE, MAX_QUEUED_BYTES, MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
 from .errors import (
     InvalidTopic, NotConnected, PayloadTooLarge, ProtocolError, QueueFull, StoreError,
 )
@@ -188,7 +188,8 @@ class Session:
     before MQTT 5, where a broker cannot announce its limit and mosquitto silently drops a 3.1.1
     client's QoS 2 messages beyond its ``max_inflight_messages`` of 20, and 1000 on MQTT 5; QoS 1 has
     no such trap: the broker acknowledges at once); up to ``max_queued`` more wait in a queue, beyond
-    which ``publish`` raises ``QueueFull``. QoS 0 messages published while not connected are queued
+    which ``publish`` raises ``QueueFull``, and so it does once the queue holds ``max_queued_bytes``
+    of topics and payloads (every QoS). QoS 0 messages published while not connected are queued
     too, within ``max_buffer`` bytes. ``ack_timeout`` (seconds) re-sends an unacknowledged publish
     with DUP set, at most ``max_retries`` times (MQTT 3 only: MQTT 5 forbids re-sending on a live
     connection), and then completes it as failed. ``manual_ack``: incoming QoS 1/2 messages are
@@ -200,7 +201,7 @@ class Session:
                  password: Union[str, bytes, None] = None, will: Optional[Will] = None,
                  properties: Optional[dict] = None,
                  max_inflight: Optional[int] = None, max_inflight_qos2: Optional[int] = None,
-                 max_queued: int = 1_000_000,
+                 max_queued: int = 1_000_000, max_queued_bytes: int = MAX_QUEUED_BYTES,
                  max_buffer: int = 8 * 1024 * 1024,
                  ack_timeout: Optional[float] = None, max_retries: int = 3,
                  topic_alias_maximum: int = 64, outgoing_aliases: bool = True,
@@ -235,6 +236,7 @@ class Session:
         self.max_inflight_qos2 = max_inflight_qos2
         self.max_queued = max_queued
         self.max_buffer = max_buffer
+        self.max_queued_bytes = max_queued_bytes
         self.ack_timeout = ack_timeout
         self.max_retries = max_retries
         self.topic_alias_maximum = topic_alias_maximum if protocol == MQTT_5 else 0
@@ -262,6 +264,7 @@ class Session:
         self._lost_ends: List[int] = []
         self._qos0_marks: Deque[Outgoing] = deque()  # queued QoS 0 records written, not yet sent
         self._queued_bytes = 0  # size of the QoS 0 records waiting in ``_pending``
+        self._queued_total = 0  # size of every record waiting in ``_pending``
         self.events: List[Any] = []
         self.completed: List[Outgoing] = []
         self.connack: Optional[Connected] = None
@@ -310,6 +313,7 @@ class Session:
                     self._inflight2 += 1
             else:
                 self._pending.append(record)
+                self._queued_total += _queued_size(record)
             records.append(record)
         return records
 
@@ -411,6 +415,7 @@ class Session:
         self._held2 = 0
         self._pending.clear()
         self._queued_bytes = 0
+        self._queued_total = 0
         self._timeouts.clear()
 
     def _fail(self, record: Outgoing, reason: str) -> None:
@@ -637,8 +642,11 @@ class Session:
         if len(self._pending) >= self.max_queued:
             raise QueueFull(f"{len(self._inflight)} publishes in flight and {len(self._pending)} "
                             f"queued (max_queued={self.max_queued})")
+        size = _queued_size(record)
+        if self._queued_total + size > self.max_queued_bytes:
+            raise QueueFull(f"{self._queued_total} bytes of messages queued "
+                            f"(max_queued_bytes={self.max_queued_bytes})")
         if record.qos == 0:  # only while not connected: bounded by bytes too
-            size = _queued_size(record)
             if self._queued_bytes + size + len(self.out) > self.max_buffer:
                 raise QueueFull(f"{self._queued_bytes} bytes of QoS 0 messages queued while "
                                 f"not connected (max_buffer={self.max_buffer})")
@@ -646,6 +654,7 @@ class Session:
         elif self._durable:
             self.store.saved(record)
         self._pending.append(record)
+        self._queued_total += size
         return record
 
     def _write_queued_qos0(self, record: Outgoing) -> None:
@@ -763,6 +772,7 @@ class Session:
                 pending[0].qos == 0 or (len(self._inflight) < self._window and (
                     pending[0].qos == 1 or self._inflight2 < self._window2))):
             record = pending.popleft()
+            self._queued_total -= _queued_size(record)
             if record.qos == 0:
                 self._queued_bytes -= _queued_size(record)
                 self._write_queued_qos0(record)
@@ -974,6 +984,7 @@ class Session:
                 self.store.saved(record)
             restart.append(record)
         self._pending.extendleft(reversed(restart))
+        self._queued_total += sum(_queued_size(r) for r in restart)
         self._timeouts.clear()
 
     def _restore(self, now: float) -> None:
