@@ -323,6 +323,11 @@ class Connection:
             except WebSocketError as exc:
                 self.close(ConnectionLost(f"WebSocket upgrade to {self.peer} failed: {exc}"))
                 return
+            if rest is not None and ws.close_code is not None:
+                self._send_control(ws)
+                self.close(ConnectionLost(f"the broker closed the WebSocket "
+                                          f"({ws.close_code} {ws.close_reason})".rstrip()))
+                return
             if rest is not None:
                 self._start_mqtt()
                 return

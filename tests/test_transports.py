@@ -466,6 +466,10 @@ def test_websocket_keepalive_and_clean_close(ws_broker):
         time.sleep(2.5)  # two keep-alive periods: pings answered, or the client would drop
         assert client.is_connected
         assert client.publish("a/b", b"x", qos=1).wait(5)
+        # QoS 0 handles complete once written: the loop counts the MQTT bytes inside frames.
+        handles = [client.publish("a/b", b"y" * size, qos=0) for size in (1, 200, 70_000)]
+        assert all(h.wait(5) for h in handles)
+        assert client.session.pending_bytes == 0
     finally:
         client.disconnect(timeout=5)
     assert wait_until(lambda: f"Client {client.client_id} disconnected." in
@@ -494,9 +498,11 @@ class FakeHTTP:
     """A listener that records one upgrade request and answers it with ``reply`` (for what no
     broker shows: the request's headers, and a refused upgrade)."""
 
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: Any, after: Any = ()) -> None:
         import threading
 
+        self.after = list(after)  # (bytes to send, then bytes to read) once the reply is out
+        self.received = b""
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.request = b""
@@ -513,8 +519,15 @@ class FakeHTTP:
                 if not chunk:
                     return
                 self.request += chunk
-            conn.sendall(self.reply)
-            time.sleep(0.2)
+            conn.sendall(self.reply(self.request) if callable(self.reply) else self.reply)
+            for send, want in self.after:
+                conn.sendall(send)
+                while len(self.received) < want:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    self.received += chunk
+            time.sleep(0.5)
 
     def close(self) -> None:
         self.thread.join(5)
@@ -599,3 +612,73 @@ def test_cli_and_bench_over_websocket(ws_broker, tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(out.read_text())["summary"]
     assert summary["sent"] == 600 and summary["acked"] == 600
+
+
+@pytest.mark.parametrize("frames, message", [
+    (b"\x82\x84\0\0\0\0\x20\x02\0\0", "masked"),  # a masked server frame
+    (b"\x81\x04\x20\x02\0\0", "text"),  # MQTT in a text frame
+    (b"\x82\x7f" + (1 << 63).to_bytes(8, "big"), "top bit"),
+    (b"\x88\x02\x03\xf0", "closed the WebSocket \\(1008"),  # the broker closes (1008)
+    (b"\x82\x04\x20\x02\0\0", "before the CONNECT"),  # MQTT bytes before we sent any
+])
+def test_hostile_websocket_peer_ends_the_connection_cleanly(frames, message):
+    """After a good upgrade, frames no broker may send: the connect fails with the reason, and
+    the client's loop thread lives on (a second connect works)."""
+    from mqttfast.websocket import accept_for
+
+    def reply(request: bytes) -> bytes:
+        key = next(line.split(":", 1)[1].strip() for line in request.decode().split("\r\n")
+                   if line.lower().startswith("sec-websocket-key:"))
+        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Protocol: mqtt\r\n"
+                b"Sec-WebSocket-Accept: " + accept_for(key.encode()) + b"\r\n\r\n" + frames)
+
+    fake = FakeHTTP(reply)
+    client = mqttfast.Client(client_id=uid("wh"))
+    try:
+        with pytest.raises(mqttfast.MQTTError, match=message):
+            client.connect(f"ws://127.0.0.1:{fake.port}/mqtt", timeout=5)
+        fake.close()
+        again = FakeHTTP(b"HTTP/1.1 404 Not Found\r\n\r\n")
+        with pytest.raises(ConnectionLost, match="404"):
+            client.connect(f"ws://127.0.0.1:{again.port}/mqtt", timeout=5)
+        again.close()
+    finally:
+        client.close()
+
+
+def _upgrade_reply(request: bytes) -> bytes:
+    from mqttfast.websocket import accept_for
+
+    key = next(line.split(":", 1)[1].strip() for line in request.decode().split("\r\n")
+               if line.lower().startswith("sec-websocket-key:"))
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Protocol: mqtt\r\n"
+            b"Sec-WebSocket-Accept: " + accept_for(key.encode()) + b"\r\n\r\n")
+
+
+def test_websocket_ping_answered_and_close_reported_when_connected():
+    """Connected (a CONNACK in a frame), the peer pings (the client answers with a masked pong
+    carrying the same data), then closes with 1001: the client reports the code and reason."""
+    client_id = uid("wp")
+    connect_frame = 2 + 4 + 2 + 10 + 2 + len(client_id)  # frame header, mask, 3.1.1 CONNECT
+    fake = FakeHTTP(_upgrade_reply, after=[
+        (b"", connect_frame),
+        (b"\x82\x04\x20\x02\x00\x00" + b"\x89\x03abc", connect_frame + 2 + 4 + 3),
+        (b"\x88\x06\x03\xe9" + b"bye!", 0),
+    ])
+    ended: list = []
+    client = mqttfast.Client(client_id=client_id)
+    client.on_disconnect = ended.append
+    try:
+        client.connect(f"ws://127.0.0.1:{fake.port}/mqtt", timeout=5)
+        assert wait_until(lambda: bool(ended), 5)
+        assert "closed the WebSocket (1001 bye!)" in str(ended[0].error)
+    finally:
+        client.close()
+        fake.close()
+    from test_websocket import unmask
+
+    _, _, rest = unmask(fake.received)  # the CONNECT's frame
+    b0, body, _ = unmask(rest)
+    assert b0 == 0x8A and body == b"abc"  # a final pong with the ping's data
