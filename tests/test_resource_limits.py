@@ -9,7 +9,7 @@ and what a slow ``on_message`` does to keep-alive.
 - Callbacks run on the loop thread: while ``on_message`` blocks, nothing is read or sent on any
   connection of that loop, PINGREQ included. The broker allows 1.5 x keepalive of silence
   [MQTT-3.1.2-24]; a callback blocking longer than that gets the connection closed by the broker
-  (measured below, and documented in the README). A callback shorter than that costs nothing.
+  (measured below with keepalive 2 s: 8 s are, 0.5 s are not; and documented in the README).
 """
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def test_before_mqtt5_a_bigger_packet_ends_the_connection_without_being_buffered
         shutdown(pub, sub)
 
 
-@pytest.mark.parametrize("block, dropped", [(0.5, False), (4.0, True)])
+# mosquitto notices an overdue keep-alive at its own pace (4 s blocks were sometimes not seen in
+# time), so the long block is well past 1.5 x keepalive.
+@pytest.mark.parametrize("block, dropped", [(0.5, False), (8.0, True)])
 def test_a_callback_blocking_past_one_and_a_half_keepalives_loses_the_connection(
         broker_factory, block, dropped):
     instance = broker_factory(log_types=QUIET_LOG)
