@@ -13,6 +13,7 @@ from typing import Any, List
 import pytest
 
 import mqttfast
+from broker import skip_unless_ci
 import mqttfast.aio as aio
 from client_support import QUIET_LOG, Inbox, connected_client, granted, shutdown, topic, uid
 from mqttfast.errors import ConnectionLost, ConnectRefused, InvalidTopic, NotConnected, QueueFull
@@ -634,7 +635,7 @@ async def test_refusals_come_back_as_reason_codes_and_publish_failed(broker_fact
     plugin = next((Path(d) / "mosquitto_dynamic_security.so" for d in DYNSEC_PLUGIN_DIRS
                    if (Path(d) / "mosquitto_dynamic_security.so").exists()), None)
     if plugin is None:
-        pytest.skip("mosquitto_dynamic_security.so not found (it ships with mosquitto 2)")
+        skip_unless_ci("mosquitto_dynamic_security.so not found (it ships with mosquitto 2)")
     config = tmp_path / "dynsec.json"
     config.write_text(json.dumps({
         "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True,

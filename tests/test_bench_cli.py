@@ -20,10 +20,10 @@ from typing import Any, Dict, List
 import pytest
 
 import mqttfast
+from broker import free_port, require_module
 
-pytest.importorskip("hdrh", reason="the load generator needs hdrhistogram (a dependency of mqttfast)")
+require_module("hdrh", "the load generator needs hdrhistogram (a dependency of mqttfast)")
 
-from broker import free_port  # noqa: E402
 from mqttfast.bench.stats import SeqTracker  # noqa: E402
 from mqttfast.bench.templates import (  # noqa: E402
     HEADER_SIZE,
@@ -286,7 +286,7 @@ def test_shared_subscription_and_workers(broker, tmp_path):
 
 def test_output_files(broker, tmp_path):
     """--json, --csv (series + summary) and --plot, from one short QoS 0 run."""
-    mpl = pytest.importorskip("matplotlib", reason="matplotlib is not installed "
+    mpl = require_module("matplotlib", "matplotlib is not installed "
                               "(pip install 'mqttfast[plot]'): --plot cannot be tested")
     assert mpl
     out = tmp_path / "out"

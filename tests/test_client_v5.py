@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import mqttfast
+from broker import skip_unless_ci
 from client_support import connected_client, granted, Inbox, shutdown, topic, uid, wait_until
 
 V5 = {"protocol": 5}
@@ -178,7 +179,7 @@ def acl_broker(broker_factory, tmp_path):
     plugin = next((Path(d) / "mosquitto_dynamic_security.so" for d in DYNSEC_PLUGIN_DIRS
                    if (Path(d) / "mosquitto_dynamic_security.so").exists()), None)
     if plugin is None:
-        pytest.skip("mosquitto_dynamic_security.so not found (it ships with mosquitto 2)")
+        skip_unless_ci("mosquitto_dynamic_security.so not found (it ships with mosquitto 2)")
     config = tmp_path / "dynsec.json"
     config.write_text(json.dumps({
         "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True,

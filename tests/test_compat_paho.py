@@ -17,6 +17,7 @@ from typing import List
 import pytest
 
 import mqttfast.compat.paho as compat
+from broker import require_module
 from mqttfast.compat import _paho_types as types
 
 PROGRAMS = Path(__file__).parent / "paho_programs"
@@ -27,7 +28,7 @@ BLOCK_PAHO = ("import runpy, sys; sys.modules['paho'] = None; sys.modules['paho.
               "path = sys.argv[1]; sys.argv = sys.argv[1:]; runpy.run_path(path, run_name='__main__')")
 TIMEOUT = 60
 
-paho = pytest.importorskip("paho.mqtt.client", reason="the reference runs need paho-mqtt "
+paho = require_module("paho.mqtt.client", "the reference runs need paho-mqtt "
                            "(in the test extra: pip install -e '.[test]')")
 
 

@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-import pytest
 
 HERE = Path(__file__).parent / "locust_files"
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("locust") is None,
-                                reason="locust is not installed (pip install 'mqttfast[locust]', "
-                                       "Python >= 3.11)")
+from broker import skip_unless_ci  # noqa: E402
+
+# find_spec, not an import: importing locust monkey-patches this process with gevent.
+if importlib.util.find_spec("locust") is None:
+    skip_unless_ci("locust is not installed (pip install 'mqttfast[locust]', Python >= 3.11)")
 # mosquitto 2.0's default leaves Nagle on: a PUBACK queued behind a small PUBLISH to the same
 # client then waits ~40 ms for that client's delayed ACK (seen in these runs); load tests want
 # what the broker can do, not that.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from broker import Mosquitto, free_port, make_tls_files, require_executable
+from broker import Mosquitto, free_port, make_tls_files, require_executable, require_module
 from client_support import Inbox, granted, shutdown, topic, uid, wait_until
 
 import mqttfast
@@ -362,7 +362,7 @@ def test_cli_unix_socket_missing():
 
 
 def test_bench_over_a_unix_socket_and_a_url(unix_broker, tmp_path):
-    pytest.importorskip("hdrh", reason="the load generator needs hdrhistogram")
+    require_module("hdrh", "the load generator needs hdrhistogram")
     out = tmp_path / "pub.json"
     done = subprocess.run(
         [sys.executable, "-m", "mqttfast.bench", "pub", "--url", unix_broker.url, "-c", "3",
@@ -601,7 +601,7 @@ def test_cli_and_bench_over_websocket(ws_broker, tmp_path):
         assert inbox.wait_for(2) and sorted(inbox.payloads) == [b"over-ws", b"over-wss"]
     finally:
         shutdown(probe)
-    pytest.importorskip("hdrh", reason="the load generator needs hdrhistogram")
+    require_module("hdrh", "the load generator needs hdrhistogram")
     out = tmp_path / "pub.json"
     done = subprocess.run(
         [sys.executable, "-m", "mqttfast.bench", "pub", "--url",
