@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .codec import (
     Auth,
@@ -249,6 +249,7 @@ class Session:
         self._incoming = self.store.incoming
         self._durable = self.store.durable
         self._control: Dict[int, Tuple[int, Tuple[str, ...]]] = {}  # SUBSCRIBE/UNSUBSCRIBE ids
+        self._incoming_before: Set[int] = set()
         self._last_id = 0
         self._timeouts: Deque[Outgoing] = deque()  # in send order, for ack_timeout
         self.state = DISCONNECTED
@@ -958,6 +959,8 @@ class Session:
                         and self.protocol != MQTT_3_1)
         if lost_session:
             self._session_lost()
+        # The QoS 2 ids still held from earlier connections: see _on_publish.
+        self._incoming_before = set(self._incoming)
         self.connack = Connected(bool(pkt.session_present), 0, pkt.properties)
         self.events.append(self.connack)
         self._restore(now)
@@ -1060,6 +1063,15 @@ class Session:
             messages.append(pkt)
         else:
             pid = pkt.packet_id
+            before = self._incoming_before
+            if before and pid in before:
+                before.discard(pid)
+                # Held since an earlier connection. A re-delivery carries DUP 1 [MQTT-3.3.1-1];
+                # with DUP 0 the broker has assigned the id anew (restarted from an older
+                # database, it lost the exchange our PUBREC would have closed): a new message,
+                # which holding back would lose.
+                if not pkt.dup:
+                    self._incoming.discard(pid)
             if pid not in self._incoming:
                 self._incoming.add(pid)
                 if self._durable:

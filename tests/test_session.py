@@ -671,6 +671,45 @@ class TestPersistentSession:
         b.pubrel(9)
         b.read_one(PubComp)
 
+    @protocols
+    def test_a_held_qos2_id_reused_without_dup_after_a_reconnect_is_a_new_message(self, protocol):
+        """A broker killed and restarted from an older database keeps the session but may have
+        lost the exchange for an id we still hold (it died before our PUBREC reached it) and
+        assign that id to its next message. A re-delivery carries DUP 1 [MQTT-3.3.1-1], so a
+        DUP 0 PUBLISH with an id held from the previous connection is a new message: holding it
+        back lost it (seen against mosquitto 2.0.11 in tests/test_faults.py)."""
+        s, b = connected(protocol, clean_session=False)
+        assert len(b.send(publish_packet("q", b"old", 2, 9)).messages) == 1
+        b.read()
+        b.lost()
+        b.connect(1.0, 0, session_present=True)
+        delivered = b.send(publish_packet("q", b"new", 2, 9)).messages
+        assert [m.payload for m in delivered] == [b"new"]
+        assert b.read_one(PubRec).packet_id == 9
+        # Now held on this connection: a re-send (with or without DUP) is not delivered twice.
+        assert b.send(publish_packet("q", b"new", 2, 9, dup=True)) == NOTHING
+        assert b.send(publish_packet("q", b"new", 2, 9)) == NOTHING
+        b.read()
+        b.pubrel(9)
+        assert b.read_one(PubComp).packet_id == 9
+
+    @protocols
+    def test_ids_held_before_a_reconnect_are_not_new_after_two(self, protocol):
+        """Only the first DUP 0 arrival after the reconnect is new; an id that came again with
+        DUP 1 first stays the old message."""
+        s, b = connected(protocol, clean_session=False)
+        b.send(publish_packet("q", b"a", 2, 3))
+        b.send(publish_packet("q", b"b", 2, 4))
+        b.read()
+        b.lost()
+        b.connect(1.0, 0, session_present=True)
+        assert b.send(publish_packet("q", b"a", 2, 3, dup=True)) == NOTHING
+        assert b.send(publish_packet("q", b"a", 2, 3)) == NOTHING  # re-sent on this connection
+        b.lost()
+        b.connect(2.0, 0, session_present=True)
+        assert [m.payload for m in b.send(publish_packet("q", b"c", 2, 4)).messages] == [b"c"]
+        assert [m.payload for m in b.send(publish_packet("q", b"d", 2, 3)).messages] == [b"d"]
+
     @persistent_protocols
     def test_broker_without_our_session_forgets_incoming_qos2_ids(self, protocol):
         s, b = connected(protocol, clean_session=False)
