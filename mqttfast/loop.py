@@ -230,11 +230,13 @@ class Connection:
         if sock is not None and drain:
             # Closing a socket with unread input sends RST, and an RST can make the peer throw
             # away what we sent last (acks, the DISCONNECT): end our side with FIN, then read
-            # what is waiting, then close.
+            # what is waiting (64 reads at most: a peer that never stops sending, say the body
+            # of a packet refused as too large, cannot hold the loop), then close.
             try:
                 sock.shutdown(socket.SHUT_WR)
-                while sock.recv_into(self.loop.rbuf):
-                    pass
+                for _ in range(64):
+                    if not sock.recv_into(self.loop.rbuf):
+                        break
             except (OSError, ValueError):
                 pass
         if sock is not None:
@@ -454,7 +456,7 @@ class Connection:
                 with self.lock:
                     messages = session.receive(data, _monotonic())
             except MQTTError as exc:
-                self.close(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
+                self._abort(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
                 return
             if session.events or session.completed:
                 if not self._report(messages):
@@ -468,6 +470,23 @@ class Connection:
             # TLS may hold decrypted bytes that select() will not report.
             if not (self.ssl_context is not None and sock.pending()):  # type: ignore[attr-defined]
                 return
+
+    def _abort(self, error: ProtocolError) -> None:
+        """The broker broke the protocol. On MQTT 5 the session's last bytes are a DISCONNECT
+        with the reason: sent once, after what the socket has not taken yet (best effort, nothing
+        waits for it), then FIN, so that no RST makes the broker drop it; then close."""
+        with self.lock:
+            cause = self.session.abort(error)
+            tail = self.session.take_output() if cause is not None else None
+        sock = self.sock
+        if tail is not None and sock is not None:
+            data = self._wbuf[self._woff:] + (ws_frame(tail) if self.ws is not None else tail)
+            try:
+                sock.send(data)
+            except OSError:  # ssl.SSLError is one too
+                pass
+            self._drop_socket(drain=True)
+        self.close(error, cause=cause)
 
     def _frame(self, ws: WebSocket) -> None:
         """Put the MQTT bytes just taken in a masked binary frame, after any control frame."""

@@ -48,7 +48,8 @@ from .codec import (
 )
 from .constants import MAX_PACKET_SIZE, MAX_QUEUED_BYTES, MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
 from .errors import (
-    InvalidTopic, NotConnected, PayloadTooLarge, ProtocolError, QueueFull, StoreError,
+    InvalidTopic, MalformedPacket, NotConnected, PacketTooLarge, PayloadTooLarge, ProtocolError,
+    QueueFull, StoreError,
 )
 from .events import (
     TRANSITIONS,
@@ -435,6 +436,22 @@ class Session:
             else:
                 self.out.write(b"\xe0\x00")
         self._set_state(DISCONNECTING)
+
+    def abort(self, error: ProtocolError) -> Optional[Disconnected]:
+        """``receive`` raised ``error``: the connection must close [MQTT-4.13.1-1]. On MQTT 5 a
+        DISCONNECT that says why (0x95 packet too large, 0x81 malformed packet, 0x82 protocol
+        error) is queued last in the stream, and the returned event describes it; the caller
+        sends what is queued and closes at once. Before MQTT 5 there is nothing to say (None)."""
+        if self.protocol != MQTT_5 or not (self.state == CONNECTED or self.state == CONNECTING):
+            return None
+        code = (0x95 if isinstance(error, PacketTooLarge) else
+                0x81 if isinstance(error, MalformedPacket) else 0x82)
+        packet = encode(Disconnect(code, {"reason_string": str(error)}), MQTT_5)
+        if self._broker_max_packet and len(packet) > self._broker_max_packet:
+            packet = encode(Disconnect(code), MQTT_5)  # no Reason String past it [MQTT-3.14.2-3]
+        self.out.write(packet)
+        return Disconnected(code, f"{reason_name(code, PacketType.DISCONNECT)}: {error} "
+                                  f"(DISCONNECT {code:#04x} sent)")
 
     @property
     def connected(self) -> bool:
@@ -854,6 +871,12 @@ class Session:
         return True
 
     # ------------------------------------------------------------------ input
+
+    @property
+    def incoming_buffered(self) -> int:
+        """Bytes of an incomplete incoming packet held until the rest arrives: never more than
+        ``max_packet_size`` between reads (a bigger packet is refused from its fixed header)."""
+        return self._decoder.buffered
 
     def receive(self, data: Union[bytes, bytearray, memoryview], now: float) -> List[Any]:
         """Feed bytes from the socket; returns the messages they complete. Control events and
