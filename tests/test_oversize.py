@@ -25,7 +25,9 @@ import pytest
 import mqttfast
 from client_support import Inbox, shutdown, uid, wait_until
 from mqttfast.codec import ConnAck, Connect, Disconnect, Publish, encode, encode_remaining_length
+from mqttfast.events import Disconnected
 from scripted_peer import Script
+from session_helpers import connected
 
 LIMIT = 1024
 
@@ -48,6 +50,29 @@ def still_works(client: mqttfast.Client, peer: Any, connection: int) -> None:
     assert peer.wait_connections(connection + 1)
     assert client.publish("a/b", b"again", qos=1).wait(5)
     assert [p.payload for p in peer.connections[connection].of(Publish)] == [b"again"]
+
+
+# ----------------------------------------------------------------------------- sans-IO
+
+
+def test_session_abort_queues_disconnect_0x95_last_on_mqtt5():
+    s, b = connected(5, max_packet_size=LIMIT)
+    with pytest.raises(mqttfast.PacketTooLarge) as raised:
+        s.receive(publish_header(5000), 1.0)
+    assert s.incoming_buffered <= 4  # the header, none of the 5000 bytes
+    event = s.abort(raised.value)
+    assert event == Disconnected(0x95, "packet too large: packet of 5003 bytes exceeds the "
+                                 "maximum packet size of 1024 (DISCONNECT 0x95 sent)")
+    assert b.read() == [Disconnect(0x95, {"reason_string": str(raised.value)})]
+
+
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_session_abort_sends_nothing_before_mqtt5(protocol):
+    s, b = connected(protocol, max_packet_size=LIMIT)
+    with pytest.raises(mqttfast.PacketTooLarge) as raised:
+        s.receive(publish_header(5000), 1.0)
+    assert s.abort(raised.value) is None
+    assert b.raw() == b""
 
 
 # ----------------------------------------------------------------------------- MQTT 5
@@ -224,3 +249,37 @@ def _send_quietly(peer: Any, data: bytes) -> None:
     except OSError:  # the client closed on the header: the rest cannot be written
         pass
 
+
+
+# ----------------------------------------------------------------------------- mqttfast.aio
+
+
+@pytest.mark.asyncio
+async def test_aio_mqtt5_a_packet_over_the_limit_gets_disconnect_0x95(scripted_peer):
+    import asyncio
+
+    import mqttfast.aio as aio
+
+    peer = scripted_peer(5)
+    ended: List[Any] = []
+    client = aio.Client(client_id=uid("abig"), protocol=5, max_packet_size=LIMIT)
+    client.on_disconnect = ended.append
+    try:
+        await asyncio.wait_for(client.connect(peer.host, peer.port), 5)
+        peer.send(publish_header(100_000))
+        for _ in range(500):
+            if ended:
+                break
+            await asyncio.sleep(0.01)
+        assert ended and ended[0].reason_code == 0x95, ended
+        assert isinstance(ended[0].error, mqttfast.PacketTooLarge)
+        goodbye = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: peer.wait_packet(Disconnect, connection=0))
+        assert goodbye is not None and goodbye.reason_code == 0x95
+        await asyncio.wait_for(client.connect(peer.host, peer.port), 5)  # usable again
+        assert (await asyncio.wait_for(client.publish("a/b", b"again", qos=1), 5)) is not None
+    finally:
+        try:
+            await asyncio.wait_for(client.disconnect(), 5)
+        except Exception:  # noqa: BLE001 - teardown goes on
+            pass

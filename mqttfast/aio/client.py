@@ -374,7 +374,13 @@ class Client:
         try:
             messages = session.receive(proto.view[:nbytes], self._now())
         except MQTTError as exc:
-            self._end(proto, exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
+            error = exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc))
+            cause = session.abort(error)  # MQTT 5: a DISCONNECT with the reason, last
+            transport = self._transport
+            if cause is not None and transport is not None:
+                transport.write(session.take_output())
+                transport.close()  # the DISCONNECT goes out, then FIN (not abort's RST)
+            self._end(proto, error, cause)
             return
         if session.events or session.completed:
             if not self._report(messages):
