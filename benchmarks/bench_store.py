@@ -3,6 +3,7 @@
 
     python benchmarks/bench_store.py                 # 50,000 messages per row, 3 runs
     python benchmarks/bench_store.py --count 10000 --runs 3 --json out.json
+    python benchmarks/bench_store.py --count 2000 --synchronous FULL   # an fsync per commit
 
 It starts its own mosquitto through tests/broker.py (127.0.0.1, a free port, a quiet log) and
 stops it at the end. Each row is one fresh publisher (``clean_session=False``, a new client id,
@@ -12,6 +13,9 @@ call until every PUBACK came back (and, for SQLite, was committed: the last rece
 - ``publish``: one ``publish()`` call per message (the SQLite store commits once per call,
   before it returns: the message is durable when ``publish`` returns);
 - ``publish_many``: batches of ``--batch`` messages (one commit per batch).
+
+A commit is one frame appended to the store's log (``--synchronous`` OFF or NORMAL, folded into
+the database every ``--log-size`` bytes) or one SQLite transaction with fsync (FULL, EXTRA).
 
 The rows of one run are interleaved (memory, SQLite, memory, SQLite), so both stores see the
 same machine; the figure is SQLite's rate over the memory store's for each mode, as the median
@@ -50,6 +54,8 @@ class Options:
     runs: int = 3
     batch: int = 1000
     timeout: float = 120.0
+    synchronous: str = "NORMAL"
+    log_size: int = mqttfast.sqlite_store.LOG_SIZE
     json_path: Optional[str] = None
 
 
@@ -58,7 +64,8 @@ def one_row(port: int, store_name: str, mode: str, options: Options, directory: 
     """Messages per second of one publisher."""
     store: Any = None
     if store_name == "sqlite":
-        store = mqttfast.SQLiteStore(os.path.join(directory, f"{tag}.db"))
+        store = mqttfast.SQLiteStore(os.path.join(directory, f"{tag}.db"),
+                                     synchronous=options.synchronous, log_size=options.log_size)
     client = mqttfast.Client(f"bench-store-{tag}", clean_session=False, store=store)
     client.connect("127.0.0.1", port)
     payload = b"x" * 64
@@ -114,7 +121,8 @@ def measure(options: Options) -> Dict[str, Any]:
 def report(result: Dict[str, Any]) -> List[str]:
     opts = result["options"]
     lines = [f"QoS 1, {opts['count']:,} messages of 64 B per row, {opts['runs']} runs, "
-             f"publish_many batches of {opts['batch']}"]
+             f"publish_many batches of {opts['batch']}, synchronous={opts['synchronous']}, "
+             f"log_size={opts['log_size']:,}"]
     for mode in MODES:
         rates = result["rates"][mode]
         ratios = result["ratios"][mode]
@@ -132,9 +140,12 @@ def parse(argv: Optional[List[str]] = None) -> Options:
     p.add_argument("--runs", type=int, default=Options.runs)
     p.add_argument("--batch", type=int, default=Options.batch)
     p.add_argument("--timeout", type=float, default=Options.timeout)
+    p.add_argument("--synchronous", default=Options.synchronous,
+                   choices=("OFF", "NORMAL", "FULL", "EXTRA"))
+    p.add_argument("--log-size", type=int, default=Options.log_size)
     p.add_argument("--json", dest="json_path")
     a = p.parse_args(argv)
-    return Options(a.count, a.runs, a.batch, a.timeout, a.json_path)
+    return Options(a.count, a.runs, a.batch, a.timeout, a.synchronous, a.log_size, a.json_path)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

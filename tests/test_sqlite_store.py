@@ -70,7 +70,7 @@ def test_a_new_store_has_the_versioned_schema_in_wal_mode(tmp_path: Path) -> Non
         assert store.client_id == "me"
     db = sqlite3.connect(str(path))
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -309,6 +309,186 @@ def test_properties_survive_the_store(tmp_path: Path) -> None:
     assert (record.topic, record.payload, record.state) == ("t", b"p", PublishState.QUEUED)
     assert record.properties == props
     s.store.close()
+
+
+# ---------------------------------------------------------------------------------- the log
+
+def log_of(path: Path) -> Path:
+    return path.with_name(path.name + "-log")
+
+
+def test_a_commit_is_a_frame_in_the_log_and_the_next_open_replays_it(tmp_path: Path) -> None:
+    """Below ``log_size`` a commit appends to ``<path>-log`` and leaves the database as it was;
+    the next process gets the publishes from the log."""
+    path = tmp_path / "state.db"
+    run_child(f"""
+        store = SQLiteStore({str(path)!r})
+        s = Session(CLIENT_ID, 4, False, keepalive=0, store=store, max_inflight=2)
+        b = Broker(s)
+        b.connect()
+        a = s.publish("t", b"acked", 1)
+        s.publish("t", b"in flight", 1, retain=True)
+        s.publish("t", b"queued", 1)
+        store.commit()
+        b.read()
+        b.puback(a.packet_id)                   # a delete, and "queued" starting: one frame
+        s.publish("t", b"never committed", 1)
+        os._exit(0)
+    """)
+    assert rows(path) == []  # nothing folded yet
+    assert log_of(path).stat().st_size > 24
+    with SQLiteStore(path) as store:
+        restored = store.attach(CLIENT_ID)
+    assert [(r.payload, r.state, r.retain) for r in restored] == [
+        (b"in flight", PublishState.WAIT_PUBACK, True), (b"queued", PublishState.WAIT_PUBACK, False)]
+    assert len({r.packet_id for r in restored}) == 2
+    # Replayed into the database at that open, and folded again at close: the log is empty.
+    assert [row[3] for row in rows(path)] == [b"in flight", b"queued"]
+    assert log_of(path).stat().st_size == 24
+
+
+def _three_commits(path: Path) -> List[int]:
+    """A crashed child's three one-publish commits; the log's size after each."""
+    done = run_child(f"""
+        store = SQLiteStore({str(path)!r})
+        s = Session(CLIENT_ID, 4, False, keepalive=0, store=store)
+        Broker(s).connect()
+        for p in (b"one", b"two", b"three"):
+            s.publish("t", p, 2)
+            store.commit()
+            print(os.path.getsize({str(path) + "-log"!r}))
+        os._exit(0)
+    """)
+    return [int(line) for line in done.stdout.split()]
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped"])
+def test_a_frame_a_crash_cut_short_is_not_replayed(tmp_path: Path, damage: str) -> None:
+    """A frame the kernel did not get whole (a crash inside ``write``) was a commit that never
+    returned: it ends the log, as a torn frame ends SQLite's WAL."""
+    path = tmp_path / "state.db"
+    sizes = _three_commits(path)
+    data = bytearray(log_of(path).read_bytes())
+    assert len(data) == sizes[-1]
+    if damage == "cut":
+        data = data[:sizes[-1] - 3]
+    else:
+        data[sizes[-1] - 3] ^= 0x40
+    log_of(path).write_bytes(bytes(data))
+    with SQLiteStore(path) as store:
+        assert [r.payload for r in store.attach(CLIENT_ID)] == [b"one", b"two"]
+
+
+def test_a_log_already_folded_is_not_replayed_again(tmp_path: Path) -> None:
+    """A crash between a fold and the log's reset leaves a log whose commits the database has:
+    its generation says so, and replaying it would bring back an acknowledged publish."""
+    path = tmp_path / "state.db"
+    s = durable_session(path)
+    b = Broker(s)
+    b.connect()
+    one = s.publish("t", b"one", 1)
+    s.publish("t", b"two", 1)
+    s.store.commit()
+    stale = log_of(path).read_bytes()  # both publishes
+    b.read()
+    b.puback(one.packet_id)
+    s.store.close()  # folded: "two" in the database, the log reset
+    log_of(path).write_bytes(stale)
+    with SQLiteStore(path) as store:
+        assert [r.payload for r in store.attach(CLIENT_ID)] == [b"two"]
+
+
+def test_a_log_of_another_store_is_refused_and_one_beside_a_new_database_dropped(
+        tmp_path: Path) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    _three_commits(a)
+    SQLiteStore(b).close()
+    log_of(b).write_bytes(log_of(a).read_bytes())
+    with pytest.raises(StoreError, match="not the log of the session store"):
+        SQLiteStore(b)
+    # Database removed on purpose: what its log holds belongs to no store any more.
+    for name in ("a.db", "a.db-wal"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with SQLiteStore(a) as store:
+        assert store.attach(CLIENT_ID) == []
+    assert log_of(a).stat().st_size == 24
+
+
+def test_a_schema_1_store_is_upgraded(tmp_path: Path) -> None:
+    """Schema 1 (before the log) is read and upgraded to 2, so a version that knows no log
+    refuses the file instead of ignoring what the log holds."""
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(str(path))
+    db.execute("PRAGMA page_size=1024")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE TABLE outgoing (key INTEGER PRIMARY KEY, packet_id INTEGER NOT NULL, "
+               "state INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, "
+               "topic TEXT NOT NULL, payload BLOB NOT NULL, properties BLOB)")
+    db.execute("CREATE TABLE incoming (packet_id INTEGER PRIMARY KEY)")
+    db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    db.execute("PRAGMA user_version=1")
+    db.execute(f"INSERT INTO meta VALUES ('client_id', '{CLIENT_ID}')")
+    db.execute("INSERT INTO outgoing VALUES (3, 5, ?, 1, 0, 't', x'6f6c64', NULL)",
+               (int(PublishState.WAIT_PUBACK),))
+    db.execute("INSERT INTO incoming VALUES (9)")
+    db.commit()
+    db.close()
+    s = durable_session(path)
+    assert [(r.payload, r.packet_id, r.state) for r in s.restored] == [
+        (b"old", 5, PublishState.WAIT_PUBACK)]
+    assert s.store.incoming == {9}
+    s.publish("t", b"new", 1)
+    s.store.commit()
+    s.store.close()
+    assert [row[3] for row in rows(path)] == [b"old", b"new"]
+    db = sqlite3.connect(str(path))
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert {r[0] for r in db.execute("SELECT name FROM meta")} == {
+            "client_id", "store_id", "log_applied"}
+    finally:
+        db.close()
+
+
+def test_the_log_is_folded_into_the_database_at_log_size(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    done = run_child(f"""
+        store = SQLiteStore({str(path)!r}, log_size=8192)
+        s = Session(CLIENT_ID, 4, False, keepalive=0, store=store, max_inflight=1000)
+        b = Broker(s)
+        b.connect()
+        records = []
+        for i in range(200):
+            records.append(s.publish("t", b"%03d" % i + bytes(100), 1))
+            store.commit()
+        b.read()
+        b.puback(*(r.packet_id for r in records[:50]))
+        print(os.path.getsize({str(path) + "-log"!r}))
+        os._exit(0)
+    """)
+    assert int(done.stdout) <= 8192
+    folded = rows(path)
+    assert 0 < len(folded) < 200  # the database has what the last fold wrote, the log the rest
+    with SQLiteStore(path) as store:
+        assert [int(r.payload[:3]) for r in store.attach(CLIENT_ID)] == list(range(50, 200))
+
+
+def test_a_full_synchronous_store_commits_to_the_database_every_time(tmp_path: Path) -> None:
+    """synchronous="FULL" promises power loss too: every commit is a SQLite transaction with
+    fsync, and the log (which is never fsynced) stays empty."""
+    path = tmp_path / "state.db"
+    run_child(f"""
+        store = SQLiteStore({str(path)!r}, synchronous="FULL")
+        s = Session(CLIENT_ID, 4, False, keepalive=0, store=store)
+        Broker(s).connect()
+        for p in (b"one", b"two"):
+            s.publish("t", p, 1)
+            store.commit()
+        os._exit(0)
+    """)
+    assert [row[3] for row in rows(path)] == [b"one", b"two"]
+    assert log_of(path).stat().st_size == 24
 
 
 # ---------------------------------------------------------------------------------- the Client
