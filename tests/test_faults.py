@@ -7,6 +7,9 @@
   is done and succeeded soon after the faults stop, and the loop thread still works.
 - Recovery: the broker is SIGKILLed mid-stream and restarted after a seeded pause, twice; after it
   is back, every handle settles within 5 s (the issue saw 27-45 s).
+- SIGTERM restarts (the broker saves first), twice in a stream of 2,000 publishes: 0 lost end to
+  end; at QoS 2 no duplicate caused by the client (mosquitto's own, re-sent PUBLISHes it had
+  already released, are told apart; a raw-packet test pins that behaviour).
 
 Each test prints a one-line tally (``pytest -s``) that the README's Reliability table quotes.
 Every wait is bounded and every random choice seeded; loopback only.
@@ -165,3 +168,182 @@ def test_every_handle_settles_within_5_s_of_the_broker_coming_back(broker_factor
         # may already have delivered (broker-caused; the proxy test shows exactly once).
     finally:
         shutdown(pub, sub)
+
+
+
+class QoS2Trail(mqttfast.MemoryStore):
+    """A memory store that also notes, in loop-thread order, when the session holds and
+    releases an incoming QoS 2 packet id (the hooks a durable store gets), next to what
+    ``on_message`` delivered: enough to tell who caused a duplicate."""
+
+    durable = True  # so that the session calls ``incoming_changed``
+
+    def __init__(self, inbox: Inbox) -> None:
+        super().__init__()
+        self.inbox = inbox
+        self.log: List[Any] = []
+
+    def incoming_changed(self, packet_id: int, present: bool) -> None:
+        self.log.append(("held" if present else "released", packet_id))
+
+    def __call__(self, msg: Any) -> None:  # on_message
+        self.log.append(("delivered", msg.packet_id, msg.dup, msg.payload))
+        self.inbox(msg)
+
+    def client_caused_duplicates(self) -> List[Any]:
+        """Second deliveries the client is to blame for: every one, unless the broker sent the
+        PUBLISH again with DUP 1 and the same packet id after it had released the first copy
+        with PUBREL [MQTT-4.3.3-1: no PUBLISH re-sent once PUBREL is sent], which mosquitto
+        2.0.11 does after a restart from its database (``test_mosquitto_resends_a_released_qos2
+        _publish_after_a_sigterm_restart``)."""
+        log = self.log
+        first: Dict[bytes, int] = {}
+        blamed = []
+        for at, entry in enumerate(log):
+            if entry[0] != "delivered":
+                continue
+            _, pid, dup, payload = entry
+            if payload not in first:
+                first[payload] = at
+                continue
+            before = log[first[payload]]
+            released = ("released", pid) in log[first[payload]:at]
+            if not (dup and before[1] == pid and released):
+                blamed.append((before, entry))
+        return blamed
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_sigterm_restarts_mid_stream_lose_nothing_end_to_end(broker_factory, qos):
+    """The broker is restarted with SIGTERM (it saves its database first) twice while a thread
+    publishes 2,000 numbered messages at a seeded pace to a persistent subscriber: end to end
+    nothing may be lost (unlike after a SIGKILL, no loss can be the broker's). QoS 1 duplicates
+    are allowed and counted. At QoS 2 the client must deliver nothing twice; mosquitto 2.0.11
+    does make some duplicates here itself (it re-sends, with DUP 1, QoS 2 PUBLISHes it had
+    already released with PUBREL: the test below pins that), so the subscriber's trail of held
+    and released ids tells those from any the client caused, and only the client's must be 0."""
+    import threading
+
+    rng = random.Random(SEED * 100 + qos)
+    count = 2000
+    instance = persistent_broker(broker_factory)
+    name = f"sigterm/{uid('q')}"
+    inbox = Inbox()
+    sub = pub = None
+    handles: List[Any] = []
+    errors: List[BaseException] = []
+    plan = [(rng.randint(10, 40), rng.uniform(0.005, 0.03)) for _ in range(count)]
+
+    def publish_all() -> None:
+        try:
+            sent = 0
+            for batch, pause in plan:
+                for i in range(sent, min(sent + batch, count)):
+                    handles.append(pub.publish(name, b"%07d" % i, qos=qos))
+                sent = min(sent + batch, count)
+                if sent == count:
+                    return
+                time.sleep(pause)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    trail = QoS2Trail(inbox)
+    try:
+        sub = mqttfast.Client(uid("sub"), clean_session=False, reconnect=True, store=trail)
+        sub.on_message = trail
+        sub.connect("127.0.0.1", instance.port, keepalive=5, timeout=10)
+        assert sub.subscribe(name, qos).wait(5)
+        pub = mqttfast.Client(uid("pub"), clean_session=False, reconnect=True)
+        pub.connect("127.0.0.1", instance.port, keepalive=5, timeout=10)
+        started = time.monotonic()
+        publisher = threading.Thread(target=publish_all, name="sigterm-publisher", daemon=True)
+        publisher.start()
+        at_restart = []
+        for point in (rng.randrange(count // 5, count * 2 // 5),
+                      rng.randrange(count * 3 // 5, count * 4 // 5)):
+            assert wait_until(lambda p=point: len(handles) >= p or errors, 20), len(handles)
+            assert not errors, errors
+            at_restart.append((len(handles), sum(not h.done for h in list(handles))))
+            instance.restart()  # SIGTERM: the broker saves, then comes back on the same port
+        publisher.join(30)
+        assert not publisher.is_alive() and not errors, errors
+        assert len(handles) == count
+        settled = wait_until(lambda: all(h.done for h in handles), 30)
+        assert settled, (f"{sum(not h.done for h in handles)} handles not done; first "
+                         f"{next(h for h in handles if not h.done)!r}")
+        failed = [h for h in handles if not h.ok]
+        assert not failed, f"{len(failed)} publishes failed, first {failed[0]!r}"
+        arrived = inbox.wait_for(count, 20)
+        time.sleep(0.5)  # room for a late duplicate
+        blamed = trail.client_caused_duplicates()
+        whose = f", duplicates caused by the client {len(blamed)}" if qos == 2 else ""
+        result = tally(f"sigterm restart x2 qos={qos} (published, not done) at the restarts "
+                       f"{at_restart}, run {time.monotonic() - started:.1f} s{whose}", count,
+                       inbox)
+        assert arrived and result["lost"] == 0 and result["foreign"] == 0, result
+        if qos == 2:
+            assert not blamed, f"{len(blamed)} QoS 2 duplicates caused by the client: {blamed[:3]}"
+        assert pub.publish(name, b"after", qos=qos).wait(10)  # the loop lives on
+    finally:
+        shutdown(pub, sub)
+
+
+def test_mosquitto_resends_a_released_qos2_publish_after_a_sigterm_restart(broker_factory):
+    """What the QoS 2 duplicates above come from, shown with raw packets and no mqttfast client:
+    a subscriber gets PUBLISH, answers PUBREC, gets PUBREL and has not sent PUBCOMP yet when the
+    broker is restarted with SIGTERM. Reconnecting with its session, it should get that PUBREL
+    again [MQTT-4.3.3-1]; mosquitto 2.0.11 sends the PUBLISH again (DUP 1), which a receiver
+    that released the id on PUBREL (as it must) cannot tell from a new message. If a mosquitto
+    release fixes this, this test fails, and the allowance above can go."""
+    import socket
+
+    from mqttfast.codec import (
+        ConnAck, Connect, PubRel, Publish, StreamDecoder, Subscribe, Subscription, encode,
+        encode_ack,
+    )
+    from mqttfast.constants import PacketType
+
+    instance = persistent_broker(broker_factory)
+    name = f"raw/{uid('q')}"
+    client_id = uid("raw")
+
+    def session() -> Any:
+        sock = socket.create_connection(("127.0.0.1", instance.port), timeout=5)
+        sock.sendall(encode(Connect(client_id, 4, False, 60)))
+        return sock, StreamDecoder(4)
+
+    def read(sock: Any, decoder: Any, count: int) -> List[Any]:
+        got: List[Any] = []
+        deadline = time.monotonic() + 5
+        while len(got) < count and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            got += decoder.feed(data)
+        return got
+
+    sub, decoder = session()
+    pub = socket.create_connection(("127.0.0.1", instance.port), timeout=5)
+    try:
+        assert read(sub, decoder, 1)[0] == ConnAck(False, 0, None)
+        sub.sendall(encode(Subscribe(1, [Subscription(name, 2)])))
+        assert len(read(sub, decoder, 1)) == 1
+        pub.sendall(encode(Connect(uid("rawpub"), 4, True, 60)))
+        pub.sendall(encode(Publish(name, b"once", 2, 7)))
+        pub.sendall(encode_ack(PacketType.PUBREL, 7, 0, 4))  # mosquitto forwards on PUBREL
+        first = read(sub, decoder, 1)[0]
+        assert (first.payload, first.dup) == (b"once", False)
+        sub.sendall(encode_ack(PacketType.PUBREC, first.packet_id, 0, 4))
+        assert read(sub, decoder, 1) == [PubRel(first.packet_id)]
+        sub.close()  # no PUBCOMP: the broker waits for it
+        time.sleep(0.2)
+        instance.restart()
+        sub, decoder = session()
+        got = read(sub, decoder, 2)
+        assert got[0] == ConnAck(True, 0, None)
+        again = got[1]
+        assert isinstance(again, Publish), got  # a correct broker would send PubRel here
+        assert (again.payload, again.packet_id, again.dup) == (b"once", first.packet_id, True)
+    finally:
+        sub.close()
+        pub.close()
