@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shlex
 import shutil
 import signal
@@ -58,6 +59,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import mqttfast  # noqa: E402
+from bench_scale import free_port, raise_nofile  # noqa: E402  (one copy of each)
 from mqttfast.codec import IMPLEMENTATION  # noqa: E402
 from mqttfast.events import Connected, Disconnected, PublishState  # noqa: E402
 from mqttfast.loop import Backoff, Loop  # noqa: E402
@@ -86,26 +88,6 @@ class Options:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-def raise_nofile() -> Tuple[int, int]:
-    """Raise the soft open-file limit to the hard one (mosquitto inherits it); (soft, hard)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            pass
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft, hard
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_kib(pid: Optional[int] = None) -> Optional[int]:
@@ -757,7 +739,8 @@ def parse(argv: List[str]) -> Options:
 def main(argv: Optional[List[str]] = None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
     random.seed(opts.seed)  # the reconnect jitter (mqttfast.loop.Backoff uses ``random``)
-    soft, hard = raise_nofile()
+    soft = raise_nofile()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if opts.mode == "connections" and soft < opts.connections + 100:
         print(f"the open-file limit is {soft} (hard {hard}): {opts.connections:,} connections "
               f"need about {opts.connections + 100:,}; raise it (ulimit -Hn as root) or pass "

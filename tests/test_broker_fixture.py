@@ -389,5 +389,6 @@ def test_find_executable_looks_in_sbin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(broker_module, "_EXTRA_DIRS", ("/usr/sbin", "/usr/local/sbin"))
     found = broker_module.find_executable("mosquitto")
     if found is None:
-        pytest.skip("mosquitto is not in /usr/sbin or /usr/local/sbin here")
+        # .ci/run installs mosquitto from Debian, into /usr/sbin: under CI this is a failure.
+        broker_module.skip_unless_ci("mosquitto is not in /usr/sbin or /usr/local/sbin here")
     assert os.path.basename(found) == "mosquitto" and os.access(found, os.X_OK)
