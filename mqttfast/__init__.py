@@ -24,6 +24,7 @@ from .errors import (
     ProtocolError,
     QueueFull,
     StoreError,
+    TopicAliasInvalid,
 )
 from .events import (
     AuthRequest,
@@ -58,6 +59,6 @@ __all__ = [
     "Backoff", "BatchHandle", "Client", "ConnectRefused", "ConnectionLost", "InvalidTopic",
     "Loop", "MAX_PACKET_SIZE", "MQTTError", "MalformedPacket", "MemoryStore", "Message", "NotConnected",
     "PacketTooLarge", "PayloadTooLarge", "ProtocolError", "PublishHandle", "QueueFull",
-    "RequestHandle", "SQLiteStore", "StoreError", "Subscription", "Will", "__version__",
-    "tls_context", "topic_matches",
+    "RequestHandle", "SQLiteStore", "StoreError", "Subscription", "TopicAliasInvalid", "Will",
+    "__version__", "tls_context", "topic_matches",
 ]

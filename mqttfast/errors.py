@@ -20,6 +20,12 @@ class PacketTooLarge(MalformedPacket):
     """A packet larger than the negotiated maximum packet size (refused from its header)."""
 
 
+class TopicAliasInvalid(ProtocolError):
+    """A PUBLISH from the broker whose Topic Alias is 0, above the Topic Alias Maximum the client
+    announced in CONNECT, or one the client has no topic for while the topic is empty (MQTT 5.0
+    3.3.2.3.4): the client closes with DISCONNECT 0x94 (Topic Alias invalid)."""
+
+
 class InvalidTopic(MQTTError, ValueError):
     """A topic name or filter the caller gave is not valid MQTT."""
 

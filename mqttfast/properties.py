@@ -36,6 +36,9 @@ class Prop(NamedTuple):
     packets: FrozenSet[int]
     boolean: bool = False  # a byte that may only be 0 or 1
     nonzero: bool = False  # zero is a protocol error
+    # Decoded as it stands even when zero: the session judges the value (topic_alias: 0 is
+    # "Topic Alias invalid", 0x94, like any other alias it cannot accept, not a malformed packet).
+    session_judges: bool = False
 
 
 _ACKS = (P.PUBACK, P.PUBREC, P.PUBREL, P.PUBCOMP)
@@ -62,7 +65,7 @@ PROPERTIES: Tuple[Prop, ...] = (
          frozenset({P.CONNACK, *_ACKS, P.SUBACK, P.UNSUBACK, P.DISCONNECT, P.AUTH})),
     Prop(0x21, "receive_maximum", U16, frozenset({P.CONNECT, P.CONNACK}), nonzero=True),
     Prop(0x22, "topic_alias_maximum", U16, frozenset({P.CONNECT, P.CONNACK})),
-    Prop(0x23, "topic_alias", U16, frozenset({P.PUBLISH}), nonzero=True),
+    Prop(0x23, "topic_alias", U16, frozenset({P.PUBLISH}), nonzero=True, session_judges=True),
     Prop(0x24, "maximum_qos", BYTE, frozenset({P.CONNACK}), boolean=True),
     Prop(0x25, "retain_available", BYTE, frozenset({P.CONNACK}), boolean=True),
     Prop(0x26, "user_property", PAIR, _ALL - {P.PINGREQ, P.PINGRESP}),
@@ -125,7 +128,7 @@ def decode_properties(
             value = (key, val)
         if prop.boolean and value > 1:
             raise MalformedPacket(f"{what} must be 0 or 1, got {value}")
-        if prop.nonzero and value == 0:
+        if prop.nonzero and value == 0 and not prop.session_judges:
             raise MalformedPacket(f"{what} must not be 0")
         if _repeats(prop, packet_type):
             props.setdefault(prop.name, []).append(value)

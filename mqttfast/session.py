@@ -49,7 +49,7 @@ from .codec import (
 from .constants import MAX_PACKET_SIZE, MAX_QUEUED_BYTES, MQTT_3_1, MQTT_5, PROTOCOLS, PacketType, reason_name
 from .errors import (
     InvalidTopic, MalformedPacket, NotConnected, PacketTooLarge, PayloadTooLarge, ProtocolError,
-    QueueFull, StoreError,
+    QueueFull, StoreError, TopicAliasInvalid,
 )
 from .events import (
     TRANSITIONS,
@@ -439,13 +439,16 @@ class Session:
 
     def abort(self, error: ProtocolError) -> Optional[Disconnected]:
         """``receive`` raised ``error``: the connection must close [MQTT-4.13.1-1]. On MQTT 5 a
-        DISCONNECT that says why (0x95 packet too large, 0x81 malformed packet, 0x82 protocol
-        error) is queued last in the stream, and the returned event describes it; the caller
-        sends what is queued and closes at once. Before MQTT 5 there is nothing to say (None)."""
+        DISCONNECT that says why (0x95 packet too large, 0x81 malformed packet, 0x94 topic alias
+        invalid, 0x82 any other protocol error) is queued last in the stream, and the returned
+        event describes it; the caller sends what is queued and closes at once. Before MQTT 5
+        there is nothing to say (None). The one place errors become reason codes (the sync loop
+        and the asyncio client both call it)."""
         if self.protocol != MQTT_5 or not (self.state == CONNECTED or self.state == CONNECTING):
             return None
         code = (0x95 if isinstance(error, PacketTooLarge) else
-                0x81 if isinstance(error, MalformedPacket) else 0x82)
+                0x81 if isinstance(error, MalformedPacket) else
+                0x94 if isinstance(error, TopicAliasInvalid) else 0x82)
         packet = encode(Disconnect(code, {"reason_string": str(error)}), MQTT_5)
         if self._broker_max_packet and len(packet) > self._broker_max_packet:
             packet = encode(Disconnect(code), MQTT_5)  # no Reason String past it [MQTT-3.14.2-3]
@@ -1066,14 +1069,17 @@ class Session:
             alias = props.pop("topic_alias")  # a transport detail: resolved here, not handed on
             if not props:
                 pkt.properties = None
-            if not 1 <= alias <= self.topic_alias_maximum:
-                raise ProtocolError(f"topic alias {alias} outside 1..{self.topic_alias_maximum}")
+            if alias == 0:  # decoded as it stands: judged here with the others [MQTT-3.3.2-8]
+                raise TopicAliasInvalid("topic alias 0 is not permitted")
+            if alias > self.topic_alias_maximum:  # [MQTT-3.3.2-10]
+                raise TopicAliasInvalid(f"topic alias {alias} is above the Topic Alias Maximum "
+                                        f"{self.topic_alias_maximum} announced in CONNECT")
             if pkt.topic:
                 self._aliases_in[alias] = pkt.topic
             else:
                 topic = self._aliases_in.get(alias)
                 if topic is None:
-                    raise ProtocolError(f"unknown topic alias {alias}")
+                    raise TopicAliasInvalid(f"unknown topic alias {alias} with an empty topic")
                 pkt.topic = topic
         qos = pkt.qos
         if qos == 0:

@@ -113,7 +113,6 @@ MALFORMED = [
     ("publish-v5-will-delay-not-allowed", 5, pub5(props(b"\x18\x00\x00\x00\x01")),
      "not allowed in PUBLISH"),
     ("publish-v5-bad-boolean", 5, pub5(props(b"\x01\x02")), "must be 0 or 1"),
-    ("publish-v5-topic-alias-0", 5, pub5(props(b"\x23\x00\x00")), "must not be 0"),
     ("publish-v5-subscription-id-0", 5, pub5(props(b"\x0b\x00")), "must not be 0"),
     ("publish-v5-u32-property-past-end", 5, pub5(props(b"\x02\x00\x00")),
      "message_expiry_interval runs past"),
