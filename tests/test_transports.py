@@ -289,8 +289,8 @@ def test_aio_unix_socket_and_url(unix_broker):
 def test_aio_url_credentials_and_errors(auth_broker):
     async def main() -> None:
         client = aio.Client(client_id=uid("aa"))
-        with pytest.raises(ValueError, match="WebSocket"):
-            await client.connect("wss://127.0.0.1/mqtt")
+        with pytest.raises(ValueError, match="ws_headers need a ws:// or wss:// URL"):
+            await client.connect("mqtt://127.0.0.1:1", ws_headers={"A": "b"})
         with pytest.raises(ConnectionLost, match="cannot connect to /nonexistent/m.sock"):
             await client.connect("unix:///nonexistent/m.sock", timeout=5)
         await client.connect(f"mqtt://alice:{PASSWORD}@{auth_broker.host}:{auth_broker.port}")
@@ -575,14 +575,6 @@ def test_ws_headers_without_a_websocket_url(broker):
         client.close()
 
 
-def test_aio_says_websocket_is_not_there_yet():
-    async def main() -> None:
-        with pytest.raises(ValueError, match="WebSocket"):
-            await aio.Client(client_id=uid("aw")).connect("ws://127.0.0.1/mqtt")
-
-    asyncio.run(main())
-
-
 def test_cli_and_bench_over_websocket(ws_broker, tmp_path):
     name = topic("cli-ws")
     probe = mqttfast.Client(client_id=uid("probe"))
@@ -677,6 +669,219 @@ def test_websocket_ping_answered_and_close_reported_when_connected():
     finally:
         client.close()
         fake.close()
+    from test_websocket import unmask
+
+    _, _, rest = unmask(fake.received)  # the CONNECT's frame
+    b0, body, _ = unmask(rest)
+    assert b0 == 0x8A and body == b"abc"  # a final pong with the ping's data
+
+
+# ------------------------------------------------------------------ WebSocket, asyncio client
+# Every test below runs on the default loop and on uvloop (conftest.py's loop factories).
+
+
+async def _aio_take(client: aio.Client, n: int, timeout: float = 20.0) -> list:
+    out: list = []
+
+    async def run() -> None:
+        async for m in client.messages():
+            out.append(m)
+            if len(out) == n:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return out
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+async def test_aio_websocket_both_ways(ws_broker, scheme):
+    """An asyncio client on ws:// or wss:// subscribes, publishes QoS 0/1/2 and receives its own
+    messages, and those of a TCP client; a message over 64 KiB (an 8-byte frame length going
+    out; mosquitto sends a websockets client 4 KiB at a time) arrives intact both ways; every
+    MQTT byte handed to the transport inside frames is counted as sent (pending_bytes back to
+    0)."""
+    base = topic("aws")
+    port = ws_broker.ws_port if scheme == "ws" else ws_broker.wss_port
+    w = aio.Client(client_id=uid("aw"), tls=ws_broker.tls() if scheme == "wss" else None)
+    t = aio.Client(client_id=uid("at"))
+    try:
+        await asyncio.wait_for(
+            w.connect(f"{scheme}://{ws_broker.files.server_hostname}:{port}/mqtt"), 10)
+        assert w.is_connected
+        assert w._proto is not None and w._proto.ws is not None and w._proto.ws.open
+        ssl_object = w._proto.transport.get_extra_info("ssl_object")
+        assert (ssl_object is not None) is (scheme == "wss")
+        await asyncio.wait_for(t.connect(ws_broker.mosquitto.host, ws_broker.mosquitto.port), 10)
+        assert (await w.subscribe(f"{base}/#", qos=2)).reason_codes == (2,)
+        assert (await t.subscribe(f"{base}/from-ws/#", qos=2)).reason_codes == (2,)
+        for qos in (0, 1, 2):
+            handle = await asyncio.wait_for(w.publish(f"{base}/from-ws/{qos}", b"w%d" % qos,
+                                                      qos=qos), 10)
+            assert handle.done
+        got = await _aio_take(w, 3)
+        assert [(m.topic, m.payload, m.qos) for m in got] == [
+            (f"{base}/from-ws/{q}", b"w%d" % q, q) for q in (0, 1, 2)]
+        assert [m.payload for m in await _aio_take(t, 3)] == [b"w0", b"w1", b"w2"]
+        for i in range(50):
+            t.publish_nowait(f"{base}/to-ws", b"t%d" % i, qos=i % 3)
+        got = await _aio_take(w, 50)
+        for qos in (0, 1, 2):  # mosquitto may pass QoS 0 ahead of QoS 1/2: in order per QoS
+            assert [m.payload for m in got if m.qos == qos] == [
+                b"t%d" % i for i in range(50) if i % 3 == qos]
+        big = os.urandom(80_000)
+        await asyncio.wait_for(w.publish(f"{base}/from-ws/big", big, qos=1), 10)
+        (mine,), (theirs,) = await _aio_take(w, 1), await _aio_take(t, 1)
+        assert mine.payload == big and theirs.payload == big
+        handles = [w.publish_nowait(f"{base}/q0", b"y" * size) for size in (1, 200, 70_000)]
+        assert all(await asyncio.wait_for(asyncio.gather(*(h.wait() for h in handles)), 10))
+        assert w.pending_bytes == 0
+    finally:
+        for c in (w, t):
+            await asyncio.wait_for(c.disconnect(), 10)
+
+
+@pytest.mark.asyncio
+async def test_aio_websocket_keepalive_and_clean_close(ws_broker):
+    """PINGREQ/PINGRESP travel in frames; disconnect() sends DISCONNECT (then a close frame),
+    which mosquitto logs as a clean disconnection, not a socket error."""
+    client = aio.Client(client_id=uid("ak"))
+    await asyncio.wait_for(client.connect(f"ws://127.0.0.1:{ws_broker.ws_port}/mqtt",
+                                          keepalive=1), 10)
+    try:
+        await asyncio.sleep(2.5)  # two keep-alive periods: pings answered, or the client drops
+        assert client.is_connected
+        await asyncio.wait_for(client.publish("a/b", b"x", qos=1), 5)
+    finally:
+        await asyncio.wait_for(client.disconnect(), 10)
+    assert wait_until(lambda: f"Client {client.client_id} disconnected." in
+                      ws_broker.mosquitto.log_text(), 5)
+
+
+@pytest.mark.asyncio
+async def test_aio_websocket_broker_drop_is_connection_lost_and_reconnects():
+    """The broker goes away: on_disconnect gets a ConnectionLost; the client reconnects with a
+    new upgrade once it is back, and a client without reconnect ends messages() with
+    ConnectionLost."""
+    from broker import port_accepts
+
+    instance = WsBroker()
+    loop = asyncio.get_running_loop()
+
+    async def start() -> None:  # in a thread: the clients' loop keeps running meanwhile
+        await loop.run_in_executor(None, instance.mosquitto.start)
+        assert await loop.run_in_executor(None, wait_until,
+                                          lambda: port_accepts(instance.ws_port), 10)
+
+    await start()
+    url = f"ws://127.0.0.1:{instance.ws_port}/mqtt"
+    ended: list = []
+    again = aio.Client(client_id=uid("ar"), reconnect=mqttfast.Backoff(0.05, 0.2))
+    once = aio.Client(client_id=uid("ao"))
+    again.on_disconnect = ended.append
+    try:
+        await asyncio.wait_for(again.connect(url), 10)
+        await asyncio.wait_for(once.connect(url), 10)
+        first = again._proto
+        await loop.run_in_executor(None, instance.mosquitto.stop)
+        with pytest.raises(ConnectionLost):
+            await _aio_take(once, 1, 10)
+        for _ in range(500):
+            if ended:
+                break
+            await asyncio.sleep(0.01)
+        assert ended and isinstance(ended[0].error, ConnectionLost) and ended[0].will_reconnect
+        await start()
+        for _ in range(1500):
+            if again.is_connected:
+                break
+            await asyncio.sleep(0.01)
+        assert again.is_connected and again._proto is not first and again._proto.ws.open
+        await asyncio.wait_for(again.publish("a/b", b"after", qos=1), 10)
+    finally:
+        await asyncio.wait_for(again.disconnect(), 10)
+        await once.close()
+        instance.mosquitto.stop()
+        shutil.rmtree(instance.directory, ignore_errors=True)
+
+
+@pytest.mark.asyncio
+async def test_aio_websocket_path_headers_and_refusal(broker):
+    fake = FakeHTTP(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    client = aio.Client(client_id=uid("af"))
+    try:
+        with pytest.raises(ConnectionLost, match="refused the WebSocket upgrade.*403"):
+            await client.connect(f"ws://127.0.0.1:{fake.port}/custom/path", timeout=5,
+                                 ws_headers={"Authorization": "Bearer abc", "X-Tenant": "7"})
+    finally:
+        await client.close()
+        await asyncio.get_running_loop().run_in_executor(None, fake.close)
+    lines = fake.request.decode().split("\r\n")
+    assert lines[0] == "GET /custom/path HTTP/1.1"
+    for line in (f"Host: 127.0.0.1:{fake.port}", "Sec-WebSocket-Protocol: mqtt",
+                 "Authorization: Bearer abc", "X-Tenant: 7"):
+        assert line in lines
+    other = aio.Client(client_id=uid("ag"))
+    with pytest.raises(ValueError, match="ws_headers"):
+        await other.connect(broker.host, broker.port, ws_headers={"A": "b"})
+    with pytest.raises(ValueError, match="invalid WebSocket header"):
+        await other.connect(f"ws://127.0.0.1:{broker.port}/", ws_headers={"A": "b\r\nC: d"})
+    assert other._proto is None
+
+
+@pytest.mark.asyncio
+async def test_aio_websocket_not_an_http_server(broker):
+    """ws:// to a plain MQTT listener: mosquitto drops the connection (a GET is no CONNECT), or
+    the connect timeout ends it; either way a ConnectionLost, not a hang."""
+    client = aio.Client(client_id=uid("an"))
+    with pytest.raises(ConnectionLost):
+        await client.connect(f"ws://127.0.0.1:{broker.port}/mqtt", timeout=1)
+    assert not client.is_connected and client._proto is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("frames, message", [
+    (b"\x82\x84\0\0\0\0\x20\x02\0\0", "masked"),  # a masked server frame
+    (b"\x81\x04\x20\x02\0\0", "text"),  # MQTT in a text frame
+    (b"\x82\x7f" + (1 << 63).to_bytes(8, "big"), "top bit"),
+    (b"\x88\x02\x03\xf0", "closed the WebSocket \\(1008"),  # the broker closes (1008)
+    (b"\x82\x04\x20\x02\0\0", "before the CONNECT"),  # MQTT bytes before we sent any
+])
+async def test_aio_hostile_websocket_peer_fails_the_connect(frames, message):
+    fake = FakeHTTP(lambda request: _upgrade_reply(request) + frames)
+    client = aio.Client(client_id=uid("ah"))
+    try:
+        with pytest.raises(mqttfast.MQTTError, match=message):
+            await client.connect(f"ws://127.0.0.1:{fake.port}/mqtt", timeout=5)
+        assert client._proto is None
+    finally:
+        await client.close()
+        await asyncio.get_running_loop().run_in_executor(None, fake.close)
+
+
+@pytest.mark.asyncio
+async def test_aio_websocket_ping_answered_and_close_reported_when_connected():
+    """Connected (a CONNACK in a frame), the peer pings (answered with a masked pong carrying
+    the same data), then closes with 1001: on_disconnect and messages() report ConnectionLost
+    with the code and reason."""
+    client_id = uid("ap")
+    connect_frame = 2 + 4 + 2 + 10 + 2 + len(client_id)  # frame header, mask, 3.1.1 CONNECT
+    fake = FakeHTTP(_upgrade_reply, after=[
+        (b"", connect_frame),
+        (b"\x82\x04\x20\x02\x00\x00" + b"\x89\x03abc", connect_frame + 2 + 4 + 3),
+        (b"\x88\x06\x03\xe9" + b"bye!", 0),
+    ])
+    ended: list = []
+    client = aio.Client(client_id=client_id)
+    client.on_disconnect = ended.append
+    try:
+        await asyncio.wait_for(client.connect(f"ws://127.0.0.1:{fake.port}/mqtt"), 5)
+        with pytest.raises(ConnectionLost, match=r"closed the WebSocket \(1001 bye!\)"):
+            await _aio_take(client, 1, 5)
+        assert ended and "closed the WebSocket (1001 bye!)" in str(ended[0].error)
+    finally:
+        await client.close()
+        await asyncio.get_running_loop().run_in_executor(None, fake.close)
     from test_websocket import unmask
 
     _, _, rest = unmask(fake.received)  # the CONNECT's frame

@@ -7,6 +7,9 @@ Windows' Proactor loop. The protocol work is the session's: this module only mov
 session's ``take_output`` to ``transport.write``, what the transport has let go of back through
 ``Session.sent``, received bytes into ``Session.receive``), arms one keep-alive timer from
 ``Session.next_deadline`` with ``loop.call_at``, and turns the session's events into awaitables.
+Over ``ws://`` / ``wss://`` the protocol object (``WebSocketProtocol``) upgrades the connection
+and unwraps and wraps WebSocket frames with the sync client's sans-IO ``mqttfast.websocket``; a
+plain connection's reads and writes do none of that work.
 
 Hot paths create no Task, Future or lock per message: ``publish_nowait`` at QoS 0 appends to the
 session's stream and schedules at most one flush per batch; received QoS 0 messages go from one
@@ -44,8 +47,9 @@ from ..session import CONNECTED, DISCONNECTED, Outgoing, Session, subscriptions_
 from ..store import MemoryStore
 from ..url import is_url
 from ..url import target as url_target
+from ..websocket import WebSocket, websocket_for
 from .handles import BatchHandle, PublishFailed, PublishHandle, RequestHandle, WrittenHandle
-from .protocol import ConnectionProtocol, MessageIterator
+from .protocol import ConnectionProtocol, MessageIterator, WebSocketProtocol
 
 log = logging.getLogger("mqttfast")
 
@@ -147,9 +151,11 @@ class Client:
         self._port = 0
         self._unix_path: Optional[str] = None  # this connection's Unix socket (a unix:// URL)
         self._ssl: Optional[ssl.SSLContext] = None  # this connection's TLS (mqtts:// adds one)
+        self._websocket: Optional[Callable[[], WebSocket]] = None  # ws://, wss://: per attempt
         # The current connection (attempt): its protocol and transport.
         self._proto: Optional[ConnectionProtocol] = None
         self._transport: Optional[asyncio.Transport] = None
+        self._ws_proto: Optional[WebSocketProtocol] = None  # _proto, when it frames (ws://)
         self._in_transport = 0  # bytes handed to the transport that it has not sent yet
         self._write_paused = False
         self._flush_scheduled = False
@@ -213,24 +219,31 @@ class Client:
     # ------------------------------------------------------------------ connecting
 
     async def connect(self, host: str = "127.0.0.1", port: Optional[int] = None,
-                      keepalive: int = 60, timeout: Optional[float] = None) -> Connected:
+                      keepalive: int = 60, timeout: Optional[float] = None, *,
+                      ws_headers: Optional[Dict[str, str]] = None) -> Connected:
         """Connect and return the CONNACK; raise ``ConnectRefused`` or ``ConnectionLost`` with the
         cause (refused, unreachable, TLS verification, no CONNACK in time). Bad arguments raise
         here and leave the client as it was. With ``reconnect``, later drops are retried (the
         subscriptions restored); a first attempt that fails raises, it is not retried.
 
         ``host`` may be a URL (``mqttfast.url``): ``mqtt://user:pass@host:1883``, ``mqtts://``,
-        ``unix:///run/mosquitto.sock``; its user name and password are used when the client was
-        given none (a different one raises)."""
+        ``unix:///run/mosquitto.sock``, ``ws://host:8080/mqtt`` or ``wss://`` (MQTT over
+        WebSocket, subprotocol ``mqtt``, with ``ws_headers`` added to the upgrade request); its
+        user name and password are used when the client was given none (a different one
+        raises)."""
         if self._proto is not None or (self._supervisor is not None and not self._supervisor.done()):
             raise MQTTError("already connected; call disconnect() first")
         if not isinstance(host, str) or not host:
             raise TypeError(f"host must be a non-empty str, not {host!r}")
         username, password, will, props = self._connect_args
-        ssl_context, unix_path = self.tls, None
+        ssl_context, unix_path, websocket = self.tls, None, None
         if is_url(host):
-            to = url_target(host, port, self.tls, username, password, tls_context)
-            host, port, unix_path, ssl_context, username, password, _ = to  # not ws:// here
+            to = url_target(host, port, self.tls, username, password, tls_context, websocket=True)
+            host, port, unix_path, ssl_context, username, password, ws_path = to
+            if ws_path is not None:
+                websocket = websocket_for(host, port, ws_path, ws_headers, ssl_context is not None)
+        if ws_headers is not None and websocket is None:
+            raise ValueError("ws_headers need a ws:// or wss:// URL")
         if port is None:
             port = 8883 if ssl_context is not None else 1883
         if port.__class__ is not int or not 0 <= port < 65536 or (port == 0 and unix_path is None):
@@ -243,7 +256,7 @@ class Client:
             self._rebind()
         self._loop = loop
         self._host, self._port = host, port
-        self._unix_path, self._ssl = unix_path, ssl_context
+        self._unix_path, self._ssl, self._websocket = unix_path, ssl_context, websocket
         self._closing = False
         self._established = False
         self._ended = False
@@ -267,7 +280,9 @@ class Client:
         """One connection attempt: TCP (and TLS), CONNECT, CONNACK within ``timeout``."""
         loop = self._loop
         assert loop is not None
-        proto = ConnectionProtocol(self)
+        websocket = self._websocket
+        proto = ConnectionProtocol(self) if websocket is None else \
+            WebSocketProtocol(self, websocket())  # a fresh key per attempt
         self._proto = proto
         waiter = self._connack = loop.create_future()
         host, port = self._host, self._port
@@ -292,7 +307,7 @@ class Client:
         assert loop is not None
         host, port, path, tls = self._host, self._port, self._unix_path, self._ssl
         hostname = (self.server_hostname or host) if tls is not None else None
-        where = path if path is not None else f"{host}:{port}"
+        where = self._where()
         try:
             if path is not None:
                 await loop.create_unix_connection(lambda: proto, path, ssl=tls,
@@ -305,6 +320,11 @@ class Client:
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {where}: {exc}") from exc
         return await waiter
+
+    def _where(self) -> str:
+        """The broker, for messages."""
+        path = self._unix_path
+        return path if path is not None else f"{self._host}:{self._port}"
 
     async def _supervise(self) -> None:
         """Reconnect after an established connection dropped, with the backoff, until the
@@ -355,6 +375,7 @@ class Client:
             transport.abort()  # an attempt given up on (timed out, cancelled)
             return
         self._transport = transport
+        self._ws_proto = proto if isinstance(proto, WebSocketProtocol) else None
         self._in_transport = 0
         self._write_paused = False
         self._reading_paused = False
@@ -367,18 +388,20 @@ class Client:
         assert loop is not None
         return loop.time()
 
-    def _received(self, proto: ConnectionProtocol, nbytes: int) -> None:
+    def _received(self, proto: ConnectionProtocol, data: Any) -> None:
+        """``data``: what one read brought (MQTT bytes, already out of their frames on ws://)."""
         if proto is not self._proto:
             return
         session = self.session
         try:
-            messages = session.receive(proto.view[:nbytes], self._now())
+            messages = session.receive(data, self._now())
         except MQTTError as exc:
             error = exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc))
             cause = session.abort(error)  # MQTT 5: a DISCONNECT with the reason, last
             transport = self._transport
             if cause is not None and transport is not None:
-                transport.write(session.take_output())
+                tail = session.take_output()
+                transport.write(tail if self._ws_proto is None else self._ws_proto.wrap(tail))
                 transport.close()  # the DISCONNECT goes out, then FIN (not abort's RST)
             self._end(proto, error, cause)
             return
@@ -420,11 +443,17 @@ class Client:
             return
         session = self.session
         if session.out and not self._write_paused:
-            data = session.take_output()
+            data: Union[bytes, bytearray] = session.take_output()
+            if self._ws_proto is not None:
+                data = self._ws_proto.wrap(data)
             self._in_transport += len(data)
             transport.write(data)
             if self._waiters:  # room in the stream for a publisher waiting on max_buffer
                 self._notify()
+        elif self._ws_proto is not None and self._ws_proto.ws.control:  # a pong, nothing else
+            control = self._ws_proto.wrap(b"")
+            self._in_transport += len(control)
+            transport.write(control)
         if self._in_transport:
             self._account(transport)
         if self._timer is None:
@@ -435,6 +464,10 @@ class Client:
         sent = self._in_transport - left
         if sent > 0:
             self._in_transport = left
+            if self._ws_proto is not None:  # frames' bytes: count the MQTT ones in them
+                sent = self._ws_proto.sent(left)
+                if not sent:
+                    return
             session = self.session
             session.sent(sent, self._now())
             if session.completed:
@@ -625,11 +658,14 @@ class Client:
         if proto is not self._proto:
             return
         self._proto = None
+        self._ws_proto = None
         transport, self._transport = self._transport, None
         if transport is None:
             transport = proto.transport
         if transport is not None and not transport.is_closing():
             if error is None:
+                if isinstance(proto, WebSocketProtocol):
+                    proto.end_frame()
                 transport.close()  # the application asked: hand over what is queued, then FIN
             else:
                 transport.abort()
@@ -939,6 +975,8 @@ class Client:
             closed = self._closed_waiter = loop.create_future()
             self._write_paused = False  # the DISCONNECT goes to the transport's buffer regardless
             self._flush()
+            if self._ws_proto is not None:
+                self._ws_proto.end_frame()  # a close frame after the DISCONNECT
             if transport.can_write_eof():
                 transport.write_eof()  # FIN after the DISCONNECT; the broker then closes
             else:
