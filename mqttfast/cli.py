@@ -34,7 +34,7 @@ from .codec import Subscription, Will
 from .constants import MQTT_3_1, MQTT_3_1_1, MQTT_5, SUBACK_FAILURE, PacketType, reason_name
 from .errors import InvalidTopic, MQTTError
 from .properties import BINARY, BY_NAME, PAIR, STRING, WILL, encode_properties
-from .url import parse_url
+from .url import DEFAULT_PORTS, WS_PATH, check_ws_path, parse_url
 from .url import redact as _mask_password
 from .wire import validate_topic, validate_topic_filter
 
@@ -62,6 +62,7 @@ class Flag(NamedTuple):
     help: str
     convert: Optional[Callable[[str], Any]] = None  # raises ValueError("must be ...")
     repeat: bool = False  # collect every value in a list
+    bare: Optional[str] = None  # the value when given alone: the value is optional ("[PATH]")
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
@@ -116,6 +117,9 @@ CONNECTION = (
     Flag(("-L", "--url"), "url", "URL",
          "mqtt(s)://[user[:password]@]host[:port]/topic, ws(s)://host[:port]/path, or "
          "unix:///path/to/socket"),
+    Flag(("--ws",), "ws_path", "[PATH]",
+         f"MQTT over WebSocket to -h/-p at HTTP path PATH (default {WS_PATH}); wss with the TLS "
+         "flags; the port defaults to 80, 443 with TLS", check_ws_path, bare=WS_PATH),
     Flag(("-A",), "bind_address", "ADDRESS", "bind the outgoing socket to this local address"),
     Flag(("-V", "--protocol-version"), "protocol", "VERSION",
          "MQTT version: 31, 311 or 5 (also mqttv31, mqttv311, mqttv5; default 311)", _protocol),
@@ -284,6 +288,12 @@ def parse(tool: str, argv: Sequence[str]) -> Dict[str, Any]:
                 raise UsageError(f"{name} takes no value")
             opts[flag.dest] = True
             continue
+        if value is None and flag.bare is not None:  # an optional value: not an option
+            if i < len(argv) and not argv[i].startswith("-"):
+                value = argv[i]
+                i += 1
+            else:
+                value = flag.bare
         if value is None:
             if i >= len(argv):
                 raise UsageError(f"{name} needs a value ({flag.metavar})")
@@ -537,7 +547,11 @@ def configure(tool: str, opts: Dict[str, Any]) -> Config:
         kwargs["properties"] = connect_props or None
     if opts.get("max_inflight"):
         kwargs["max_inflight"] = opts["max_inflight"]
-    port = opts["port"] or (8883 if ctx is not None else 1883)
+    if opts.get("ws_path") is not None:  # ws://, wss:// (a URL's port is in opts already)
+        default_port = DEFAULT_PORTS["ws" if ctx is None else "wss"]
+    else:
+        default_port = DEFAULT_PORTS["mqtt" if ctx is None else "mqtts"]
+    port = opts["port"] or default_port
     keepalive = 60 if opts["keepalive"] is None else opts["keepalive"]
     return Config(opts["host"] or "localhost", port, protocol, kwargs, keepalive,
                   opts["bind_address"], props, opts.get("unix_path"), opts.get("ws_path"))
@@ -1219,6 +1233,9 @@ def _run_tool(tool: str, argv: List[str]) -> int:
     runner = run_pub if tool == "pub" else run_sub
     try:
         opts = parse(tool, argv)
+        if opts["url"] and opts["ws_path"] is not None:
+            raise UsageError("give --ws or -L, not both (-L ws://HOST:PORT/PATH is -h HOST "
+                             "-p PORT --ws PATH)")
         if opts["url"]:
             opts["url_tls"] = _apply_url(opts)
         return runner(opts)

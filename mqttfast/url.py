@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 SCHEMES = ("mqtt", "mqtts", "ws", "wss", "unix")
+WS_PATH = "/mqtt"  # the CLIs' --ws with no PATH, and paho's ws_set_options default
 _FORM = ("expected mqtt://, mqtts://, ws:// or wss://[user[:password]@]host[:port][/path], "
          "or unix:///path/to/socket")
 
@@ -50,6 +51,18 @@ class BrokerURL:
             if self.username is not None or self.password is not None else ""
         path = self.path if self.path not in ("", "/") else ""
         return f"{self.scheme}://{user}{host}:{self.port}{path}"
+
+
+def check_ws_path(path: str) -> str:
+    """``path`` if it can be the HTTP path of a WebSocket upgrade (``/...``, no white space or
+    control characters); ``ValueError`` saying why not."""
+    if not path.startswith("/"):
+        raise ValueError(f"must start with / (e.g. {WS_PATH})")
+    if any(c.isspace() or ord(c) < 0x20 for c in path):
+        raise ValueError("must not contain white space or control characters")
+    if "?" in path or "#" in path:
+        raise ValueError("a query (?...) or fragment (#...) is not supported")
+    return path
 
 
 def redact(text: str) -> str:
@@ -182,5 +195,5 @@ def target(text: str, port: Optional[int], tls: Optional[ssl.SSLContext],
                   url.path if url.websocket else None)
 
 
-__all__ = ["BrokerURL", "DEFAULT_PORTS", "SCHEMES", "Target", "credentials", "is_url", "parse_url",
-           "redact", "target"]
+__all__ = ["BrokerURL", "DEFAULT_PORTS", "SCHEMES", "Target", "WS_PATH", "check_ws_path",
+           "credentials", "is_url", "parse_url", "redact", "target"]

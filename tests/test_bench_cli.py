@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+import test_transports
 
 import mqttfast
 from broker import free_port, require_module
@@ -35,6 +36,7 @@ from mqttfast.bench.templates import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parent.parent
+ws_broker = test_transports.ws_broker  # the fixture: mosquitto with websockets listeners
 TIMEOUT = 45
 
 
@@ -168,6 +170,9 @@ def test_sequence_tracker():
     (["conn", "-i", "5", "-R", "100"], "not both"),
     (["flood"], "unknown command 'flood'"),
     (["conn", "--ifaddr", "not-an-address"], "is not an IP address"),
+    (["pub", "-t", "a", "--ws", "--url", "ws://127.0.0.1/mqtt"], "--ws or --url"),
+    (["conn", "--url", "mqtt://127.0.0.1", "--ws", "/mqtt"], "--ws or --url"),
+    (["conn", "--ws", "mqtt"], "must start with /"),
 ])
 def test_bad_input_is_a_usage_error(args, message):
     done = run(*args)
@@ -328,6 +333,28 @@ def test_tls_connections(tls_broker):
     assert done.returncode == 1
     assert "0 of 3 clients connected: TLS handshake failed" in done.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ws_flag_pub_and_sub_over_websocket(ws_broker, tmp_path):
+    """--ws [PATH]: the subscriber on ws (default path), the publishers on wss (--cafile): every
+    message arrives, in order, over both."""
+    base = uid("bench-ws")
+    sub_json, pub_json = tmp_path / "sub.json", tmp_path / "pub.json"
+    sub = Background("sub", "-p", ws_broker.ws_port, "--ws", "-c", 1, "-t", f"{base}/#", "-q", 1,
+                     "-L", 600, "--duration", 20, "--json", sub_json)
+    sub.wait_for("1 of 1 clients subscribed")
+    pub = run("pub", "-h", ws_broker.files.server_hostname, "-p", ws_broker.wss_port,
+              "--ws", "/mqtt", "--cafile", ws_broker.files.ca_path, "-c", 3, "-i", 0,
+              "-t", f"{base}/%i", "-q", 1, "-F", 20, "-L", 600, "--rate", 3000, "--payload-hdrs",
+              "--json", pub_json)
+    assert pub.returncode == 0, pub.stderr
+    assert "over TLS" in pub.stdout
+    done = sub.finish()
+    assert done.returncode == 0, done.stderr
+    p = json.loads(pub_json.read_text())["summary"]
+    s = json.loads(sub_json.read_text())["summary"]
+    assert p["sent"] == 600 and p["acked"] == 600
+    assert s["received"] == 600 and (s["lost"], s["duplicated"], s["out_of_order"]) == (0, 0, 0)
 
 
 def test_refused_credentials_are_counted_with_the_reason(auth_broker):

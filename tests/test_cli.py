@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
+import test_transports
 import trustme
 
 from mqttfast import cli
 
 ROOT = Path(__file__).resolve().parent.parent
+ws_broker = test_transports.ws_broker  # the fixture: mosquitto with websockets listeners
 TIMEOUT = 15.0
 
 
@@ -231,6 +233,22 @@ def test_tls_with_cafile(tls_broker):
     assert sub.finish()[:2] == (0, b"secret\n")
 
 
+def test_ws_flag_pub_and_sub_over_websocket(ws_broker):
+    """--ws [PATH]: MQTT over WebSocket to -h/-p (path /mqtt by default), over TLS (wss) with
+    the TLS flags; sub on ws, pub on ws and wss, both arrive."""
+    topic = new_topic("ws")
+    ws = ["-h", "127.0.0.1", "-p", str(ws_broker.ws_port)]
+    wss = ["-h", ws_broker.files.server_hostname, "-p", str(ws_broker.wss_port),
+           "--cafile", str(ws_broker.files.ca_path)]
+    sub = Sub(*ws, "--ws", "-t", topic, "-C", "3", "-q", "1").start()
+    for args in ([*ws, "--ws", "/mqtt"], [*ws, "--ws=/"], [*wss, "--ws"]):
+        result = run("pub", *args, "-t", topic, "-m", args[-1], "-q", "1")
+        no_traceback(result)
+        assert result.returncode == 0, result.stderr.decode()
+    code, out, err = sub.finish()
+    assert (code, out) == (0, b"/mqtt\n--ws=/\n--ws\n"), err.decode()
+
+
 def test_tls_insecure_still_verifies_the_certificate(tls_broker, tmp_path):
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
@@ -291,6 +309,9 @@ def test_auth(auth_broker):
     (["sub", "-t", "a", "-k"], "-k"),
     (["pub", "-t", "a", "-f", "/no/such/file"], "/no/such/file"),
     (["nonsense"], "unknown command"),
+    (["pub", "-t", "a", "-m", "x", "--ws", "-L", "ws://127.0.0.1/mqtt"], "--ws or -L"),
+    (["sub", "-t", "a", "-L", "mqtt://127.0.0.1/t", "--ws=/mqtt"], "--ws or -L"),
+    (["sub", "-t", "a", "--ws", "mqtt"], "must start with /"),
 ])
 def test_bad_input_exits_2_with_a_message(args, expected):
     result = run(*args)  # each is refused before any connection is attempted

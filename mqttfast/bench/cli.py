@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
+from ..url import DEFAULT_PORTS, WS_PATH, check_ws_path
 from .errors import BenchError, UsageError
 
 FD_RESERVE = 64  # descriptors a process needs besides its clients (selector, pipes, files)
@@ -72,6 +73,13 @@ def _number(kind: type, minimum: Optional[float] = None, maximum: Optional[float
     return parse
 
 
+def _ws_path(text: str) -> str:
+    try:
+        return check_ws_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+
+
 def _rate(text: str) -> float:
     """``2000``, ``2000/s``, ``2k``, ``1.5M``."""
     raw = text.strip().lower()
@@ -105,6 +113,9 @@ def build_parser(kind: str) -> _Parser:
     g.add_argument("--url", metavar="URL", help="mqtt(s)://[user[:password]@]host[:port], "
                    "ws(s)://host[:port]/path or unix:///path/to/socket, instead of "
                    "-h/-p/-u/-P/-S (-L is --limit here, as in emqtt-bench)")
+    g.add_argument("--ws", nargs="?", const=WS_PATH, type=_ws_path, dest="ws_path",
+                   metavar="PATH", help="MQTT over WebSocket to -h/-p at HTTP path PATH "
+                   f"(default {WS_PATH}); wss with TLS; the port defaults to 80, 443 with TLS")
     g.add_argument("-V", "--version", type=int, choices=(3, 4, 5), default=5,
                    help="MQTT version: 3 (3.1), 4 (3.1.1), 5 (default)")
     g.add_argument("-u", "--username", help="username (also %%u in templates)")
@@ -275,9 +286,15 @@ def make_options(kind: str, ns: argparse.Namespace) -> Any:
     if ns.interval is not None and ns.conn_rate is not None:
         raise UsageError("give -i (ms between connection starts) or -R (starts per second), "
                          "not both")
+    if ns.url and ns.ws_path is not None:
+        raise UsageError("give --ws or --url, not both (--url ws://HOST:PORT/PATH is -h HOST "
+                         "-p PORT --ws PATH)")
     unix_path = _apply_url(ns) if ns.url else None
     tls = bool(ns.ssl or ns.cafile or ns.certfile or ns.keyfile or ns.insecure)
-    port = ns.port if ns.port is not None else (8883 if tls else 1883)
+    if ns.port is not None:
+        port = ns.port
+    else:
+        port = DEFAULT_PORTS[("ws" if ns.ws_path is not None else "mqtt") + ("s" if tls else "")]
     workers = ns.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, ns.count))
     opts = Options(kind=kind, host=ns.host, port=port, version=ns.version,
@@ -333,7 +350,7 @@ def make_options(kind: str, ns: argparse.Namespace) -> Any:
             tls_context(ns.cafile, ns.certfile, ns.keyfile, verify=not ns.insecure)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise UsageError(f"cannot load the TLS files: {exc}") from None
-    opts.ws_path = getattr(ns, "ws_path", None)
+    opts.ws_path = ns.ws_path
     if unix_path is not None:
         if ns.ifaddr:
             raise UsageError("--ifaddr has no meaning for a Unix domain socket")
