@@ -224,6 +224,9 @@ class _LoopEvents(Handler):
     def on_written(self, conn: Connection) -> None:
         self.client._notify()
 
+    def on_waiting(self, conn: Connection) -> None:
+        self.client._notify()  # waiters on the session's state (a PUBACK read) need not wait
+
 
 class Client:
     """An MQTT 3.1 / 3.1.1 / 5.0 client.
@@ -282,8 +285,11 @@ class Client:
         self._batching: Set[int] = set()  # threads inside publish_many: it commits once
         self._events = _LoopEvents(self)
         self._own_loop = loop is None
-        self._loop = loop if loop is not None else Loop()
         self._background = self._own_loop if background is None else background
+        # Its own loop in its own thread gets a stand-in for slow callbacks (Loop.stall_after);
+        # a caller that drives the loop itself gets no thread it did not ask for.
+        self._loop = loop if loop is not None else Loop(
+            stall_after=Loop.STALL_AFTER if self._background else None)
         self._thread: Optional[threading.Thread] = None
         self._conn: Optional[Connection] = None
         self._cond = threading.Condition()

@@ -12,6 +12,9 @@ Threads: the loop is driven by one thread at a time: ``run_once`` / ``run_until`
 called while another thread is inside one of them raises ``RuntimeError``.
 Other threads may change a session under ``conn.lock`` and then call ``conn.kick()``, which wakes
 the loop (once per batch, not once per message); ``call_soon`` runs a function in the loop thread.
+Handlers are called at the end of each iteration, one at a time, in order (``Loop.report``); one
+that runs past ``stall_after`` gets a stand-in thread that drives the loop until it returns, so
+that a slow ``on_message`` never stalls keep-alive (``_StandIn``, ``_Watchdog``).
 """
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ import heapq
 import logging
 import os
 import random
+import select as _select
 import selectors
 import socket
 import ssl
 import threading
 import time
+import weakref
 from collections import deque
 from enum import IntEnum
 from typing import Any, Callable, Deque, List, Optional, Tuple
@@ -91,7 +96,8 @@ class Backoff:
 
 
 class Handler:
-    """What a connection reports to (the Client, the load generator). Called in the loop thread."""
+    """What a connection reports to (the Client, the load generator). Called in the loop thread,
+    one call at a time, in order, after the I/O of the loop's iteration (``Loop.report``)."""
 
     def on_messages(self, conn: "Connection", messages: List[Any]) -> None:
         """Received ``Publish`` packets, in order."""
@@ -104,6 +110,10 @@ class Handler:
 
     def on_written(self, conn: "Connection") -> None:
         """The socket accepted bytes (called only while ``conn.notify_writes`` is set)."""
+
+    def on_waiting(self, conn: "Connection") -> None:
+        """A report for ``conn`` waits for the handler thread, stuck in a call while a stand-in
+        drives the loop (called in the stand-in): the session has moved on meanwhile."""
 
 
 class Connection:
@@ -466,7 +476,7 @@ class Connection:
                 if not self._report(messages):
                     return
             elif messages:
-                self.handler.on_messages(self, messages)
+                loop.report(len(messages), self.handler.on_messages, self, messages)
             if session.out:
                 self.flush()
             if self.phase is not OPEN:
@@ -526,9 +536,10 @@ class Connection:
                 self._connect_deadline = _INF
             elif cls is ConnectionRefused or cls is Disconnected:
                 end = event
-        self.handler.on_events(self, events, completed)
+        loop = self.loop
+        loop.report(1, self.handler.on_events, self, events, completed)
         if messages:
-            self.handler.on_messages(self, messages)
+            loop.report(len(messages), self.handler.on_messages, self, messages)
         if end is None:
             if events:
                 self._rearm()
@@ -565,6 +576,8 @@ class Connection:
                 return
         elif phase is OPEN and self.session.state is _CONNECTED:
             with self.lock:
+                if self.loop.reading_paused:
+                    self.session.hold_input(now)  # the silence is our backlog, not the broker
                 self.session.tick(now)
             if self.session.events or self.session.completed:
                 if not self._report([]):
@@ -592,7 +605,7 @@ class Connection:
             self._retry_at = _INF
             self.phase = CLOSED
             self.loop._closed(self)
-            self.handler.on_closed(self, _ending(error, cause, False))
+            self.loop.report(1, self.handler.on_closed, self, _ending(error, cause, False))
             return
         ws, self.ws = self.ws, None
         if ws is not None and ws.open and ws.close_code is None and error is None:
@@ -621,9 +634,10 @@ class Connection:
             self._rearm()
             log.info("connection to %s lost (%s); reconnecting in %.2f s",
                      self.peer, error, delay)
+        report = self.loop.report
         if completed or events:
-            self.handler.on_events(self, events, completed)
-        self.handler.on_closed(self, _ending(error, cause, delay is not None))
+            report(1, self.handler.on_events, self, events, completed)
+        report(1, self.handler.on_closed, self, _ending(error, cause, delay is not None))
 
 
 def _ending(error: Optional[BaseException], cause: Any, will_reconnect: bool) -> Disconnected:
@@ -655,10 +669,135 @@ class TimerHandle:
         self.fn()
 
 
+_WAKE_KEY = selectors.SelectorKey(None, -1, selectors.EVENT_READ, None)  # type: ignore[arg-type]
+
+
+def _Key(conn: Connection) -> selectors.SelectorKey:
+    return selectors.SelectorKey(None, -1, selectors.EVENT_WRITE, conn)  # type: ignore[arg-type]
+
+
+class _StandIn:
+    """A thread that drives a loop while the thread that runs its handlers is stuck in one (a
+    slow ``on_message``): keep-alive, acknowledgements and other threads' publishes go on. It
+    never calls a handler: what the connections report waits, in order, for the handler thread,
+    which takes the loop back (``give_back``) when its call returns. Parked between turns."""
+
+    def __init__(self, loop: "Loop") -> None:
+        self.loop = loop
+        self.cond = threading.Condition()
+        self.active = False  # driving, or about to
+        self.returning = False  # the handler thread wants the loop back
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="mqttfast-stand-in", daemon=True)
+        self.thread.start()
+        self.ident = self.thread.ident
+
+    def start(self) -> None:
+        with self.cond:
+            self.active = True
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def give_back(self) -> None:
+        """Called by the handler thread: returns once that thread drives the loop again."""
+        loop = self.loop
+        with self.cond:
+            self.returning = True
+            while self.active:
+                loop.wake()
+                self.cond.wait(0.05)
+
+    def _run(self) -> None:
+        loop = self.loop
+        cond = self.cond
+        while True:
+            with cond:
+                while not self.active and not self.stopped:
+                    cond.wait()
+                if self.stopped:
+                    return
+            try:
+                while not self.returning and not self.stopped:
+                    loop._iterate(0.05, None)
+            except Exception:
+                log.exception("mqttfast: the loop's stand-in failed")
+            finally:
+                with loop._handoff:
+                    loop._owner_id, loop._caller_id = loop._caller_id, None
+                    loop.reading_paused = False
+                with cond:
+                    self.active = self.returning = False
+                    cond.notify_all()
+
+
+class _Watchdog:
+    """One daemon thread for the process's loops: every ``PERIOD`` s it looks for a loop whose
+    handler call has run past its ``stall_after`` and has that loop's stand-in take over. It
+    only reads a timestamp per loop, and ends when no loop is left."""
+
+    PERIOD = 0.05
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loops: "weakref.WeakSet[Loop]" = weakref.WeakSet()
+        self.thread: Optional[threading.Thread] = None
+
+    def watch(self, loop: "Loop") -> None:
+        with self.lock:
+            self.loops.add(loop)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="mqttfast-watchdog",
+                                               daemon=True)
+                self.thread.start()
+
+    def forget(self, loop: "Loop") -> None:
+        with self.lock:
+            self.loops.discard(loop)
+
+    def _after_fork(self) -> None:  # the thread did not come along
+        self.lock = threading.Lock()
+        self.thread = None
+        if len(self.loops):
+            self.watch(next(iter(self.loops)))
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.PERIOD)
+            with self.lock:
+                loops = list(self.loops)
+                if not loops:
+                    self.thread = None
+                    return
+            now = _monotonic()
+            for loop in loops:
+                since = loop._calling_since
+                if since and now - since >= loop.stall_after:  # type: ignore[operator]
+                    loop._stand_in(now)
+            del loops, loop
+
+
+_WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
+
+
 class Loop:
     """A ``selectors`` event loop for MQTT connections, driven by one thread at a time."""
 
-    def __init__(self) -> None:
+    STALL_AFTER = 0.2  # s: a handler call longer than this gets a stand-in, by default
+
+    def __init__(self, *, stall_after: Optional[float] = STALL_AFTER,
+                 max_backlog: int = 10_000) -> None:
+        if stall_after is not None and not stall_after > 0:
+            raise ValueError(f"stall_after must be > 0 s or None, got {stall_after!r}")
+        if max_backlog < 1:
+            raise ValueError(f"max_backlog must be >= 1, got {max_backlog!r}")
+        self.stall_after = stall_after  # a handler call longer than this gets a stand-in
+        self.max_backlog = max_backlog  # messages waiting for the handler before reading pauses
         self.selector = selectors.DefaultSelector()
         self.rbuf = bytearray(RECV_SIZE)
         self.rview = memoryview(self.rbuf)
@@ -674,6 +813,20 @@ class Loop:
         self._owner_id: Optional[int] = None  # the thread inside run_*, if any
         self._stopping = False
         self.sleeping = False  # inside select(): other threads must wake us
+        # Reports for the handlers, made by the connections during an iteration and called at
+        # its end (``_dispatch``), one at a time, in order: (weight, method, args).
+        self._reports: Deque[Tuple[int, Callable[..., None], Tuple[Any, ...]]] = deque()
+        self.backlog = 0  # messages in _reports
+        # The stand-in (see ``_StandIn``): while it drives the loop, _caller_id is the thread
+        # stuck in a handler call, and _handoff guards the change of driver.
+        self._handoff = threading.Lock()
+        self._calling_since = 0.0  # when the current handler call began (0: none)
+        self._caller_id: Optional[int] = None
+        self._standin: Optional[_StandIn] = None
+        self.stand_ins = 0  # how many times a stand-in took over
+        self.reading_paused = False  # the stand-in stopped reading: the backlog is full
+        if stall_after is not None:
+            _WATCHDOG.watch(self)
 
     def add(self, conn: Connection) -> Connection:
         self.connections.add(conn)
@@ -703,8 +856,70 @@ class Loop:
 
     @property
     def owner_id(self) -> Optional[int]:
-        """The ``threading.get_ident()`` of the thread driving the loop now (None: nobody)."""
-        return self._owner_id
+        """The ``threading.get_ident()`` of the thread driving the loop and running its handlers
+        (None: nobody). While a stand-in drives it, the thread stuck in a handler call."""
+        caller = self._caller_id
+        return caller if caller is not None else self._owner_id
+
+    @property
+    def standing_in(self) -> bool:
+        """A stand-in drives the loop now: a handler call has run longer than ``stall_after``."""
+        return self._caller_id is not None
+
+    def report(self, weight: int, method: Callable[..., None], *args: Any) -> None:
+        """Have ``method(*args)`` (a handler's) called: at the end of this iteration when the
+        caller drives the loop, else now. ``weight``: how many messages it carries."""
+        if self._owner_id == threading.get_ident():
+            self._reports.append((weight, method, args))
+            self.backlog += weight
+            if self._caller_id is not None:
+                conn = args[0]
+                conn.handler.on_waiting(conn)
+        else:
+            method(*args)
+
+    def _dispatch(self) -> None:
+        """Call the reports, in order. A call that runs past ``stall_after`` gets a stand-in
+        that drives the loop meanwhile (and adds its reports behind the rest); once the call
+        returns, this thread takes the loop back and goes on with them."""
+        reports = self._reports
+        watched = self.stall_after is not None
+        while reports:
+            weight, method, args = reports.popleft()
+            self.backlog -= weight
+            if not watched:
+                method(*args)
+                continue
+            self._calling_since = _monotonic()
+            try:
+                method(*args)
+            finally:
+                self._end_call()
+
+    def _end_call(self) -> None:
+        """A handler call returned: if a stand-in took over meanwhile, wait for it to give the
+        loop back."""
+        with self._handoff:
+            self._calling_since = 0.0
+            standin = self._standin if self._caller_id is not None else None
+        if standin is not None:
+            standin.give_back()
+
+    def _stand_in(self, now: float) -> None:
+        """Called by the watchdog: the handler call that began at ``_calling_since`` is still
+        running after ``stall_after``: a stand-in drives the loop until it returns."""
+        with self._handoff:
+            since, stall = self._calling_since, self.stall_after
+            if not since or stall is None or now - since < stall or self._caller_id is not None \
+                    or self._owner_id is None:
+                return
+            standin = self._standin
+            if standin is None:
+                standin = self._standin = _StandIn(self)
+            self._caller_id = self._owner_id
+            self._owner_id = standin.ident
+            self.stand_ins += 1
+            standin.start()
 
     def _schedule(self, target: Any, when: float) -> None:
         if when < target._timer_at:
@@ -742,6 +957,17 @@ class Loop:
             self._owner_id = None
 
     def _iterate(self, timeout: Optional[float], done: Optional[Callable[[], bool]]) -> None:
+        if self._calling_since and (self._standin is None or
+                                    threading.get_ident() != self._standin.ident):
+            self._end_call()  # run_once from inside a handler call: that call is not stuck
+            try:
+                self._iterate_once(timeout, done)
+            finally:
+                self._calling_since = _monotonic()
+            return
+        self._iterate_once(timeout, done)
+
+    def _iterate_once(self, timeout: Optional[float], done: Optional[Callable[[], bool]]) -> None:
         calls = self._calls
         for _ in range(len(calls)):  # only those queued before now: a callback may queue more
             calls.popleft()()
@@ -754,10 +980,17 @@ class Loop:
         # Other threads wake us only while we sleep: set the flag before the last look at the
         # queues, so a kick between that look and select() cannot be lost.
         self.sleeping = True
-        if calls or dirty or (done is not None and done()):
-            timeout = 0
+        if calls or dirty or (self._reports and self._caller_id is None) or (
+                done is not None and done()):
+            timeout = 0  # (reports made by the calls above: dispatched without a wait)
+        standing_in = self._caller_id is not None
         try:
-            ready = self.selector.select(timeout)
+            if standing_in and self.backlog >= self.max_backlog:
+                ready = self._wait_paused(timeout)
+            else:
+                if self.reading_paused:
+                    self.reading_paused = False
+                ready = self.selector.select(timeout)
         finally:
             self.sleeping = False
         for key, mask in ready:
@@ -779,6 +1012,30 @@ class Loop:
                     continue  # superseded by an earlier deadline, or cancelled
                 target._timer_at = _INF
                 target.on_timer(now)
+        if self._reports and not standing_in:
+            self._dispatch()
+
+    def _wait_paused(self, timeout: Optional[float]) -> List[Tuple[Any, int]]:
+        """The stand-in's select() while the backlog is full: no reading (the broker holds the
+        rest: TCP back-pressure), only writes, wake-ups and timers (keep-alive goes on)."""
+        if not self.reading_paused:
+            self.reading_paused = True
+            log.warning("a handler call has run for %.1f s with %d messages waiting for it: "
+                        "reading paused", _monotonic() - self._calling_since, self.backlog)
+        waiting = [c.sock for c in self.connections if c._want_write and c.sock is not None]
+        wait = 0.05 if timeout is None else min(timeout, 0.05)
+        try:
+            readable, writable, _ = _select.select([self._wake_r], waiting, [], wait)
+        except (OSError, ValueError):
+            return []
+        ready: List[Tuple[Any, int]] = []
+        if readable:
+            ready.append((_WAKE_KEY, selectors.EVENT_READ))
+        if writable:
+            socks = set(writable)
+            ready += [(_Key(c), selectors.EVENT_WRITE) for c in self.connections
+                      if c.sock in socks]
+        return ready
 
     def run_until(self, done: Callable[[], bool], timeout: Optional[float] = None) -> bool:
         """Run until ``done()`` is true (returns True) or ``timeout`` seconds pass (False)."""
@@ -814,9 +1071,12 @@ class Loop:
         self.wake()
 
     def close(self) -> None:
+        _WATCHDOG.forget(self)
         for conn in list(self.connections):
             conn.closing = True
             conn.close(None, retry=False)
+        if self._standin is not None:
+            self._standin.stop()
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()

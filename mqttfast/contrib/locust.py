@@ -53,7 +53,7 @@ def shared_loop() -> Loop:
         if not monkey.is_module_patched("socket") or not monkey.is_module_patched("select"):
             raise RuntimeError("mqttfast.contrib.locust needs gevent's monkey-patching (import "
                                "locust, or call gevent.monkey.patch_all(), before mqttfast)")
-        loop = Loop()
+        loop = Loop(stall_after=None)  # greenlets: no watchdog thread behind gevent's back
         threading.Thread(target=_drive, args=(loop,), name="mqttfast-locust-loop",
                          daemon=True).start()
         while loop.owner_id is None:
