@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import test_transports
 
 import mqttfast.compat.paho as compat
 from broker import require_module
@@ -27,6 +28,9 @@ COMPAT_IMPORT = "import mqttfast.compat.paho as mqtt\n"
 BLOCK_PAHO = ("import runpy, sys; sys.modules['paho'] = None; sys.modules['paho.mqtt'] = None; "
               "path = sys.argv[1]; sys.argv = sys.argv[1:]; runpy.run_path(path, run_name='__main__')")
 TIMEOUT = 60
+# The fixtures of mosquitto's websockets listeners and of its Unix socket listener.
+ws_broker = test_transports.ws_broker
+unix_broker = test_transports.unix_broker
 
 paho = require_module("paho.mqtt.client", "the reference runs need paho-mqtt "
                            "(in the test extra: pip install -e '.[test]')")
@@ -71,6 +75,18 @@ def test_program_tls(tls_broker, tmp_path: Path) -> None:
     out = _both("tls_async.py", [tls_broker.host, str(tls_broker.port), str(tls_broker.ca_path)],
                 tmp_path)
     assert "published: [True, True, True, True, True]" in out
+
+
+def test_program_websockets_and_unix_transports(ws_broker, unix_broker, tmp_path: Path) -> None:
+    """transport="websockets" (ws, and wss after tls_set) and transport="unix": each a round
+    trip through mosquitto's own listeners, with the same output as under paho."""
+    files = ws_broker.files
+    out = _both("transports_v2.py", ["127.0.0.1", str(ws_broker.ws_port), str(ws_broker.wss_port),
+                                     files.server_hostname, str(files.ca_path), unix_broker.path],
+                tmp_path)
+    for name in ("ws", "wss", "unix"):
+        assert f"{name}: published=True" in out
+        assert f"{name}: messages=[('compat/transports/{name}', b'over {name}', 1)]" in out
 
 
 def test_program_pure_twin(broker, tmp_path: Path) -> None:
@@ -161,13 +177,29 @@ def test_message_info_unpacks_like_paho() -> None:
 # ---------------------------------------------------------------------------------- behaviour
 
 
-def test_websockets_transport_says_it_is_not_there(broker) -> None:
+def test_ws_set_options_checks_its_headers() -> None:
     client = compat.Client(compat.CallbackAPIVersion.VERSION2, transport="websockets")
-    client.ws_set_options(path="/mqtt", headers={"X-Test": "1"})
-    with pytest.raises(NotImplementedError, match="websockets"):
-        client.connect(broker.host, broker.port)
     with pytest.raises(ValueError):
         client.ws_set_options(headers="not a dict")
+
+
+@pytest.mark.parametrize("headers", [{"X-Token": "abc"}, lambda h: dict(h, **{"X-Token": "abc"})])
+def test_websocket_upgrade_request_and_refusal(headers) -> None:
+    """The upgrade goes to ws_set_options' path with its headers and paho's Origin; a refused
+    upgrade raises paho's WebsocketConnectionError from connect()."""
+    fake = test_transports.FakeHTTP(b"HTTP/1.1 404 Not Found\r\n\r\n")
+    client = compat.Client(compat.CallbackAPIVersion.VERSION2, transport="websockets")
+    client.ws_set_options(path="/custom/mqtt", headers=headers)
+    try:
+        with pytest.raises(compat.WebsocketConnectionError, match="404"):
+            client.connect("127.0.0.1", fake.port)
+    finally:
+        fake.close()
+    request = fake.request.decode()
+    assert request.startswith("GET /custom/mqtt HTTP/1.1\r\n")
+    assert "\r\nX-Token: abc\r\n" in request
+    assert f"\r\nOrigin: https://127.0.0.1:{fake.port}\r\n" in request
+    assert request.lower().count("\r\nhost:") == 1
 
 
 def test_external_loop_calls_refuse_clearly() -> None:

@@ -21,13 +21,19 @@ Where it differs from paho (the engine's behaviour shows through):
   when it lost the session (paho programs that subscribe again in ``on_connect`` do no harm).
 - An exception raised by a callback is logged (``on_log`` / ``enable_logger`` / the
   ``mqttfast`` logger), not re-raised into the loop (paho's ``suppress_exceptions=False``).
-- ``max_inflight_messages_set`` defaults to mqttfast's window, not 20; ``transport="websockets"``
-  and ``"unix"``, proxies, ``connect_srv`` and the external-loop calls (``loop_read``,
-  ``loop_write``, ``loop_misc``, ``socket``, ``want_write``, ``on_socket_*``) are not available.
+- ``max_inflight_messages_set`` defaults to mqttfast's window, not 20; proxies, ``connect_srv``
+  and the external-loop calls (``loop_read``, ``loop_write``, ``loop_misc``, ``socket``,
+  ``want_write``, ``on_socket_*``) are not available.
+- ``transport="websockets"`` and ``"unix"`` work as in paho (``ws_set_options`` path and
+  headers, wss after ``tls_set``; the socket's path as ``connect()``'s host), but a WebSocket
+  path with a query (``?...``) is refused, and the engine writes the upgrade's own headers
+  (``Host``, ``Upgrade``, ``Connection``, ``Sec-WebSocket-*``): extra headers or a headers
+  callable cannot replace those (``Origin`` and any other header they can).
 """
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 import time
@@ -35,6 +41,7 @@ import uuid
 import warnings
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from urllib.parse import quote
 
 from ..client import Client as _Engine
 from ..client import WrittenHandle
@@ -42,6 +49,7 @@ from ..codec import Publish, Subscription, Will
 from ..errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
 from ..events import Connected, Disconnected, Subscribed, Unsubscribed
 from ..loop import Backoff, Loop
+from ..websocket import WebSocketError
 from ..wire import topic_matches, validate_topic_filter
 from ._paho_types import (
     CONNACK_TO_REASON,
@@ -140,6 +148,8 @@ def _check_publish_topic(topic: Any, protocol: int) -> None:
 def _connect_error(exc: MQTTError) -> OSError:
     """The socket-level exception paho's ``connect()`` would raise for what the engine saw."""
     text = str(exc)
+    if isinstance(exc, WebSocketError) or "WebSocket upgrade" in text:  # before "refused"
+        return WebsocketConnectionError(text)
     if "refused" in text.lower():
         return ConnectionRefusedError(text)
     if "TLS" in text:
@@ -401,7 +411,8 @@ class Client:
         self._ssl_context.check_hostname = not value
 
     def ws_set_options(self, path: str = "/mqtt", headers: Any = None) -> None:
-        """Stored for the WebSocket transport (not yet in the engine: ``connect`` says so)."""
+        """The HTTP path and extra headers (a dict, or a callable given paho's default headers
+        that returns the headers to send) of the ``transport="websockets"`` upgrade."""
         self._websocket_path = path
         if headers is not None and not (isinstance(headers, dict) or callable(headers)):
             raise ValueError("'headers' option to ws_set_options has to be either a dictionary "
@@ -523,9 +534,7 @@ class Client:
         current connection without DISCONNECT."""
         if not self._host:
             raise ValueError("Invalid host.")
-        if self._transport != "tcp":
-            raise TransportNotAvailable(
-                f'transport="{self._transport}" is not available in mqttfast yet; use "tcp"')
+        host, port, ws_headers = self._target()
         self._connect_pending = False
         engine = self._engine
         if engine is not None and not self._closed_for_good:
@@ -549,20 +558,44 @@ class Client:
         self._in_connect = True
         self._attempt_end = None
         try:
-            engine.connect(self._host, self._port, self._keepalive,
-                           timeout=self._connect_timeout + 1.0, source_address=self._bind)
+            engine.connect(host, port, self._keepalive, timeout=self._connect_timeout + 1.0,
+                           source_address=self._bind, ws_headers=ws_headers)
         except ConnectRefused as exc:  # paho: on_connect with the code, then on_disconnect
             self._closed_for_good = True
             self._emit(self._report_connack, False, exc.reason_code, exc.properties)
             end = self._attempt_end or Disconnected(exc.reason_code, exc.reason, None, False, exc)
             self._emit(self._report_disconnect, end, True)
-        except ConnectionLost as exc:  # paho: the socket error, no callback
+        except (ConnectionLost, WebSocketError) as exc:  # paho: the socket error, no callback
             self._closed_for_good = True
             raise _connect_error(exc) from exc
         finally:
             self._defer = False
             self._in_connect = False
         return MQTT_ERR_SUCCESS
+
+    def _target(self) -> Tuple[str, Optional[int], Optional[Dict[str, str]]]:
+        """What the engine connects to for the transport: host and port, or a ``unix://`` URL
+        (paho: the host is the socket's path), or a ``ws://`` / ``wss://`` one (wss with TLS)
+        with the extra headers of ``ws_set_options``."""
+        if self._transport == "unix":
+            return f"unix://{quote(os.path.abspath(self._host))}", None, None
+        if self._transport != "websockets":
+            return self._host, self._port, None
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        scheme = "wss" if self._ssl_context is not None else "ws"
+        url = f"{scheme}://{host}:{self._port}{self._websocket_path}"
+        headers: Dict[str, str] = {  # paho's, but for the key: the engine makes one per attempt
+            "Host": f"{self._host}:{self._port}", "Upgrade": "websocket",
+            "Connection": "Upgrade", "Origin": f"https://{self._host}:{self._port}",
+            "Sec-Websocket-Version": "13", "Sec-Websocket-Protocol": "mqtt"}
+        extra = self._websocket_headers
+        if isinstance(extra, dict):
+            headers.update(extra)
+        elif callable(extra):
+            headers = dict(extra(dict(headers)))
+        own = ("host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+               "sec-websocket-protocol")  # the engine writes these itself
+        return url, None, {str(k): str(v) for k, v in headers.items() if k.lower() not in own}
 
     def _loop_driven(self) -> bool:
         return self._loop.owner_id is not None and self._loop.owner_id != threading.get_ident()
