@@ -758,11 +758,17 @@ class _Watchdog:
         with self.lock:
             self.loops.discard(loop)
 
-    def _after_fork(self) -> None:  # the thread did not come along
+    def _after_fork(self) -> None:
+        """In a forked child: no thread came along, the watchdog's nor any stand-in; they are
+        made anew when needed."""
         self.lock = threading.Lock()
         self.thread = None
-        if len(self.loops):
-            self.watch(next(iter(self.loops)))
+        loops = list(self.loops)
+        for loop in loops:
+            loop._standin = None
+            loop._handoff = threading.Lock()
+        if loops:
+            self.watch(loops[0])
 
     def _run(self) -> None:
         while True:
@@ -776,8 +782,11 @@ class _Watchdog:
             for loop in loops:
                 since = loop._calling_since
                 if since and now - since >= loop.stall_after:  # type: ignore[operator]
-                    loop._stand_in(now)
-            del loops, loop
+                    try:
+                        loop._stand_in(now)
+                    except Exception:  # e.g. no thread can be started: try again next time
+                        log.exception("mqttfast: cannot start a stand-in for a stalled loop")
+            del loops, loop  # no strong reference while sleeping: a dropped Loop can go
 
 
 _WATCHDOG = _Watchdog()
