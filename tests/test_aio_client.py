@@ -659,3 +659,32 @@ async def test_refusals_come_back_as_reason_codes_and_publish_failed(broker_fact
         assert (await c.publish("allowed/a", b"yes", qos=1)).ok
     finally:
         await close_all(c)
+
+
+class _ResetBeforeEof:
+    """The client's transport, as it is when the broker's RST arrives between the DISCONNECT's
+    write and the FIN: ``write_eof`` fails with ENOTCONN (seen in CI with a WebSocket broker
+    restart). Everything else is the real transport."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def write_eof(self) -> None:
+        import errno
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def test_disconnect_when_the_peer_reset_before_the_fin(broker):
+    """disconnect() still ends the client cleanly: before, the OSError escaped from it."""
+    c = await connected(broker.port)
+    real = c._transport
+    c._transport = _ResetBeforeEof(real)
+    await asyncio.wait_for(c.disconnect(), 10)
+    assert not c.is_connected
+    assert real.is_closing()
+    again = await connected(broker.port)  # the loop is fine
+    assert await asyncio.wait_for(again.publish(topic("aio-eof"), b"x", qos=1), 10) is not None
+    await close_all(again)

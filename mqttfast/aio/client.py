@@ -977,9 +977,12 @@ class Client:
             self._flush()
             if self._ws_proto is not None:
                 self._ws_proto.end_frame()  # a close frame after the DISCONNECT
-            if transport.can_write_eof():
-                transport.write_eof()  # FIN after the DISCONNECT; the broker then closes
-            else:
+            try:
+                if transport.can_write_eof():
+                    transport.write_eof()  # FIN after the DISCONNECT; the broker then closes
+                else:
+                    transport.close()
+            except OSError:  # the broker reset the connection first: nothing left to end
                 transport.close()
             try:
                 await asyncio.wait_for(asyncio.shield(closed), timeout)
