@@ -28,6 +28,8 @@ from mqttfast.errors import ConnectionLost
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "secret"  # the auth_broker fixture's password for "alice"
 
+from test_aio_client import take as aio_take  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix domain sockets")
 
 
@@ -681,16 +683,7 @@ def test_websocket_ping_answered_and_close_reported_when_connected():
 
 
 async def _aio_take(client: aio.Client, n: int, timeout: float = 20.0) -> list:
-    out: list = []
-
-    async def run() -> None:
-        async for m in client.messages():
-            out.append(m)
-            if len(out) == n:
-                return
-
-    await asyncio.wait_for(run(), timeout)
-    return out
+    return await aio_take(client, n, timeout)
 
 
 @pytest.mark.asyncio
