@@ -72,7 +72,7 @@ def same(what: str, a: Tuple[str, Any], b: Tuple[str, Any]) -> None:
         if not isinstance(packets_a, list):
             packets_a, packets_b = [packets_a], [packets_b]
         assert len(packets_a) == len(packets_b), f"{what}: C {packets_a!r} but pure {packets_b!r}"
-        for x, y in zip(packets_a, packets_b):
+        for x, y in zip(packets_a, packets_b, strict=True):
             assert type(x).__name__ == type(y).__name__ and x == y and y == x, \
                 f"{what}: C {x!r} but pure {y!r}"
             assert repr(x) == repr(y), f"{what}: C repr {x!r} but pure {y!r}"

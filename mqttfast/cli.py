@@ -399,7 +399,7 @@ class Config(NamedTuple):
         if kwargs.get("password") is not None:
             kwargs["password"] = "<hidden>"
         shown = self._replace(client_kwargs=kwargs)
-        return f"Config({', '.join(f'{n}={v!r}' for n, v in zip(self._fields, shown))})"
+        return f"Config({', '.join(f'{n}={v!r}' for n, v in zip(self._fields, shown, strict=True))})"
 
 
 def _random_id(tool: str) -> str:
@@ -1130,7 +1130,10 @@ def _subscribe(client: Client, opts: Dict[str, Any], config: Config, report: Rep
     report.event("received SUBACK")
     if report.debug:
         _stderr(f"Subscribed (mid: {handle.packet_id}): {', '.join(str(c) for c in codes)}")
-    refused = [(topic, code) for topic, code in zip(handle.topics, codes) if code >= SUBACK_FAILURE]
+    # One code per filter is the broker's to send (the session does not count them): a short
+    # SUBACK reports the codes it has rather than raising ValueError here.
+    refused = [(topic, code) for topic, code in zip(handle.topics, codes, strict=False)
+               if code >= SUBACK_FAILURE]
     for topic, code in refused:
         report.error(f"subscription to {topic!r} refused: "
                      f"{reason_name(code, PacketType.SUBACK, config.protocol)}")

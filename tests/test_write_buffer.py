@@ -79,7 +79,8 @@ def test_append_ack_bytes_equal_encode_ack(codec, args):
     assert wb.append_ack(*args) == len(expected)
     assert wb.peek() == expected
     names = ("packet_type", "packet_id", "reason_code", "protocol")
-    assert wb.append_ack(**dict(zip(names, args))) == 2 * len(expected)
+    # args may stop before reason_code/protocol (their defaults): names is cut to fit
+    assert wb.append_ack(**dict(zip(names, args, strict=False))) == 2 * len(expected)
 
 
 def test_position_and_taken_accounting(codec):

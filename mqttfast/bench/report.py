@@ -246,7 +246,7 @@ def options_dict(opts: Options) -> Dict[str, Any]:
 
 
 def series_dicts(series: List[List[int]]) -> List[Dict[str, int]]:
-    return [dict(zip(SERIES_COLUMNS, row)) for row in series]
+    return [dict(zip(SERIES_COLUMNS, row, strict=True)) for row in series]
 
 
 def write_json(path: str, opts: Options, argv: List[str], summary: Dict[str, Any],

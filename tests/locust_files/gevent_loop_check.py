@@ -49,7 +49,7 @@ while len(received) < 1000 and time.monotonic() < deadline:
     gevent.sleep(0.01)
 elapsed = time.monotonic() - start
 during = [t for t in ticks if t >= start]
-gaps = [b - a for a, b in zip(during, during[1:])]
+gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
 # Under patching, thread idents are greenlet ids: the loop's driver must be one.
 greenlet_ids = {id(g) for g in gc.get_objects() if isinstance(g, greenlet)}
 print(f"received={len(received)} greenlet={int(loop.owner_id in greenlet_ids)} ticks={len(during)} "
