@@ -10,7 +10,7 @@ import itertools
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import mqttfast
 
@@ -85,6 +85,17 @@ def connected_client(port: int, *, inbox: Optional[Inbox] = None, host: str = HO
         client.on_message = inbox
     client.connect(host, port, keepalive=keepalive, timeout=10)
     return client
+
+
+def aio_client_recording_disconnects(prefix: str, **options: Any) -> Tuple[Any, List[Any]]:
+    """A new MQTT 5 ``mqttfast.aio.Client(**options)`` (not connected) and the list its
+    ``on_disconnect`` appends to. mqttfast.aio is imported here, on first use, as in the tests."""
+    import mqttfast.aio as aio
+
+    ended: List[Any] = []
+    client = aio.Client(client_id=uid(prefix), protocol=5, **options)
+    client.on_disconnect = ended.append
+    return client, ended
 
 
 def granted(handle: Any, timeout: float = 5.0) -> List[int]:

@@ -23,7 +23,7 @@ from typing import Any, List
 import pytest
 
 import mqttfast
-from client_support import Inbox, shutdown, uid, wait_until
+from client_support import Inbox, aio_client_recording_disconnects, shutdown, uid, wait_until
 from mqttfast.codec import ConnAck, Connect, Disconnect, Publish, encode, encode_remaining_length
 from mqttfast.events import Disconnected
 from scripted_peer import Script
@@ -258,12 +258,8 @@ def _send_quietly(peer: Any, data: bytes) -> None:
 async def test_aio_mqtt5_a_packet_over_the_limit_gets_disconnect_0x95(scripted_peer):
     import asyncio
 
-    import mqttfast.aio as aio
-
     peer = scripted_peer(5)
-    ended: List[Any] = []
-    client = aio.Client(client_id=uid("abig"), protocol=5, max_packet_size=LIMIT)
-    client.on_disconnect = ended.append
+    client, ended = aio_client_recording_disconnects("abig", max_packet_size=LIMIT)
     try:
         await asyncio.wait_for(client.connect(peer.host, peer.port), 5)
         peer.send(publish_header(100_000))

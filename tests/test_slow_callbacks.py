@@ -9,6 +9,7 @@ holds the rest) but still pings.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -37,6 +38,22 @@ def _blocking_subscriber(port, name, block, *, qos=1, keepalive=2, loop=None, **
     return sub, got, started, ended
 
 
+@contextlib.contextmanager
+def _inside_its_callback(broker_factory, prefix, block, **options):
+    """A ``_blocking_subscriber`` on a new broker that published b"first" to itself and is now
+    inside the ``block`` s on_message for it (that PUBLISH's PUBACK may come after the message);
+    yields ``(sub, name, got)`` and shuts the subscriber down after."""
+    instance = broker_factory(log_types=QUIET_LOG)
+    name = topic(prefix)
+    sub, got, started, ended = _blocking_subscriber(instance.port, name, block, **options)
+    try:
+        sub.publish(name, b"first", qos=1)
+        assert started.wait(5)
+        yield sub, name, got
+    finally:
+        shutdown(sub)
+
+
 @pytest.mark.parametrize("protocol", [4, 5])
 def test_a_callback_blocking_for_four_keepalives_keeps_the_connection(broker_factory, protocol):
     """Before: with keepalive 2 s an 8 s callback got the connection closed by the broker (no
@@ -62,20 +79,13 @@ def test_a_callback_blocking_for_four_keepalives_keeps_the_connection(broker_fac
 
 
 def test_publishes_from_another_thread_complete_while_a_callback_blocks(broker_factory):
-    instance = broker_factory(log_types=QUIET_LOG)
-    name = topic("slowpub")
-    sub, got, started, ended = _blocking_subscriber(instance.port, name, 3.0)
-    try:
-        sub.publish(name, b"first", qos=1)
-        assert started.wait(5)
+    with _inside_its_callback(broker_factory, "slowpub", 3.0) as (sub, name, got):
         t0 = time.monotonic()
         # The PUBACKs are read by the stand-in: these complete long before the callback returns.
         assert sub.publish(name + "/other", b"a", qos=1).wait(2)
         assert sub.publish(name + "/other", b"b", qos=2).wait(2)
         assert time.monotonic() - t0 < 2.0
         assert wait_until(lambda: not sub._loop.standing_in, 5)
-    finally:
-        shutdown(sub)
 
 
 def test_the_backlog_is_bounded_and_reading_pauses(broker_factory):
@@ -142,36 +152,22 @@ def test_waiting_inside_a_stalled_callback_still_raises(broker_factory):
 def test_a_loop_without_stand_in_behaves_as_before(broker_factory):
     """``Loop(stall_after=None)``: callbacks block the loop, as a program that wants that
     (or runs under a framework with its own scheduling) may ask."""
-    instance = broker_factory(log_types=QUIET_LOG)
-    name = topic("nostandin")
     loop = mqttfast.Loop(stall_after=None)
-    sub, got, started, ended = _blocking_subscriber(instance.port, name, 1.5, loop=loop,
-                                                    background=True)
-    try:
-        sub.publish(name, b"first", qos=1)  # (its PUBACK may come after the message)
-        assert started.wait(5)
+    with _inside_its_callback(broker_factory, "nostandin", 1.5, loop=loop,
+                              background=True) as (sub, name, got):
         t0 = time.monotonic()
         assert sub.publish(name + "/other", b"a", qos=1).wait(5)
         assert time.monotonic() - t0 > 1.0  # its PUBACK waited for the callback
         assert loop.stand_ins == 0
-    finally:
-        shutdown(sub)
 
 
 def test_the_stand_in_sleeps_while_reports_wait(broker_factory):
     """While the handler thread is stuck, the stand-in waits in select() like the loop would:
     the reports it holds do not make it spin."""
-    instance = broker_factory(log_types=QUIET_LOG)
-    name = topic("slowidle")
-    sub, got, started, ended = _blocking_subscriber(instance.port, name, 2.0)
-    try:
-        sub.publish(name, b"first", qos=1)
-        assert started.wait(5)
+    with _inside_its_callback(broker_factory, "slowidle", 2.0) as (sub, name, got):
         sub.publish(name, b"second", qos=1)
         assert wait_until(lambda: sub._loop.backlog >= 1, 1.5)
         t0, cpu0 = time.monotonic(), time.process_time()
         time.sleep(0.5)
         assert time.process_time() - cpu0 < 0.25 * (time.monotonic() - t0)
         assert wait_until(lambda: got == [b"first", b"second"], 5), got
-    finally:
-        shutdown(sub)

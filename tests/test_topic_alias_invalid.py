@@ -21,7 +21,7 @@ from typing import Any, List
 import pytest
 
 import mqttfast
-from client_support import shutdown, uid, wait_until
+from client_support import aio_client_recording_disconnects, shutdown, uid, wait_until
 from mqttfast.codec import Connect, Disconnect, Publish, encode_remaining_length
 from mqttfast.events import Disconnected
 from session_helpers import connected
@@ -123,12 +123,8 @@ def test_mqtt5_a_bad_topic_alias_gets_disconnect_0x94(scripted_peer, wire, reaso
 @pytest.mark.asyncio
 @pytest.mark.parametrize("wire, reason", CASES, ids=IDS)
 async def test_aio_mqtt5_a_bad_topic_alias_gets_disconnect_0x94(scripted_peer, wire, reason):
-    import mqttfast.aio as aio
-
     peer = scripted_peer(5)
-    ended: List[Any] = []
-    client = aio.Client(client_id=uid("aalias"), protocol=5, topic_alias_maximum=MAXIMUM)
-    client.on_disconnect = ended.append
+    client, ended = aio_client_recording_disconnects("aalias", topic_alias_maximum=MAXIMUM)
     try:
         await asyncio.wait_for(client.connect(peer.host, peer.port), 5)
         peer.send(wire)
