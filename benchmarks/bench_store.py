@@ -113,7 +113,7 @@ def measure(options: Options) -> Dict[str, Any]:
         broker.stop()
     result: Dict[str, Any] = {"options": options.__dict__, "rates": rates, "ratios": {}}
     for mode in MODES:
-        ratios = [s / m for s, m in zip(rates[mode]["sqlite"], rates[mode]["memory"])]
+        ratios = [s / m for s, m in zip(rates[mode]["sqlite"], rates[mode]["memory"], strict=True)]
         result["ratios"][mode] = ratios
     return result
 

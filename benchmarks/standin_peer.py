@@ -691,16 +691,16 @@ class _Server:
         sys.stdout.flush()
 
     def _conn_info(self, c: _Conn) -> dict:
-        d = dict(zip(_COUNTERS, (v - b for v, b in zip(c.counters(), c.base))))
+        d = dict(zip(_COUNTERS, (v - b for v, b in zip(c.counters(), c.base, strict=True)), strict=True))
         d.update(id=c.id, client_id=c.client_id, protocol=c.protocol, open=not c.closed)
         return d
 
     def totals(self) -> dict:
         tot = list(self.closed_totals)
         for c in self.conns.values():
-            for i, (v, b) in enumerate(zip(c.counters(), c.base)):
+            for i, (v, b) in enumerate(zip(c.counters(), c.base, strict=True)):
                 tot[i] += v - b
-        return dict(zip(_COUNTERS, tot))
+        return dict(zip(_COUNTERS, tot, strict=True))
 
     def stats(self, per_connection: bool = False, reset: bool = False) -> dict:
         now = time.monotonic()

@@ -773,7 +773,7 @@ class Client:
                 handle = self._requests.pop(event.packet_id, None)
                 asked = self._asked.pop(event.packet_id, None)
                 if asked is not None:
-                    for sub, code in zip(asked, event.reason_codes):
+                    for sub, code in zip(asked, event.reason_codes, strict=False):
                         if code < 0x80:
                             self._subscriptions[sub.topic] = sub
                 if handle is not None:

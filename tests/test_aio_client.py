@@ -424,6 +424,46 @@ async def test_write_back_pressure_publish_waits_and_nowait_raises(broker_factor
     await close_all(c)
 
 
+async def test_a_backlog_goes_to_the_transport_in_slices_and_in_order(broker_factory):
+    """While the broker is frozen, megabytes of QoS 0 pile up behind a paused transport. Once it
+    reads again they are handed to the transport WRITE_SLICE at a time (the default loop shifts
+    its buffer after every send, so megabytes at once cost a memmove of the rest per send), and
+    every message arrives, in order."""
+    from mqttfast.aio.client import WRITE_SLICE
+    instance = broker_factory(log_types=QUIET_LOG)
+    sub = await connected(instance.port, max_messages=20_000)
+    await asyncio.wait_for(sub.subscribe("slice/x", qos=0), 10)
+    c = await connected(instance.port, max_buffer=64 * 1024 * 1024)
+    writes: Any = []
+    transport = c._transport
+    real_write = transport.write
+
+    def spy(data: Any) -> None:
+        writes.append(len(data))
+        real_write(data)
+
+    try:
+        transport.write = spy
+    except AttributeError:  # uvloop's transports are C types: the order is still checked
+        writes = None
+    n, pad = 16_000, b"." * 990
+    os.kill(instance.pid, signal.SIGSTOP)
+    try:
+        for i in range(n):  # 16 MB: more than the sockets take, the rest waits in the client
+            c.publish_nowait("slice/x", b"%08d" % i + pad)
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0.2)
+    finally:
+        os.kill(instance.pid, signal.SIGCONT)
+    got = await take(sub, n, timeout=60)
+    assert [int(m.payload[:8]) for m in got] == list(range(n))
+    if writes is not None:
+        assert sum(writes) >= n * 1000
+        assert max(writes) <= WRITE_SLICE, f"one write of {max(writes):,} bytes"
+    await close_all(c, sub)
+
+
 async def test_receive_back_pressure_pause_loses_nothing_and_stays_bounded(broker):
     name = topic("aio-pause")
     sub = pub = None

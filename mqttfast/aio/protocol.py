@@ -121,7 +121,7 @@ class WebSocketProtocol(ConnectionProtocol):
         elif ws.control and client._proto is self:
             client._schedule_flush()  # a pong to send
 
-    def wrap(self, data: Union[bytes, bytearray]) -> bytes:
+    def wrap(self, data: Union[bytes, bytearray, memoryview]) -> bytes:
         """The MQTT bytes ``data`` (may be empty) in a masked binary frame, after any control
         frame waiting to go."""
         ws = self.ws
