@@ -585,6 +585,46 @@ async def test_hot_paths_create_no_future_or_task_per_message(broker):
         await close_all(sub, pub)
 
 
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # uvloop's loop methods cannot be wrapped
+async def test_a_paused_transport_costs_no_callback_per_message(broker_factory):
+    """Behind a transport that asked to pause, ``publish_nowait`` only appends: no flush attempt
+    and no ``call_soon`` per message (there was one of each, ~3 us a message with a broker that
+    reads slower than we publish); the transport's resume_writing flushes."""
+    instance = broker_factory(log_types=QUIET_LOG)
+    c = await connected(instance.port, max_buffer=64 * 1024 * 1024)
+    loop = asyncio.get_running_loop()
+    calls = [0]
+    call_soon = loop.call_soon
+
+    def counting_call_soon(*a: Any, **k: Any) -> Any:
+        calls[0] += 1
+        return call_soon(*a, **k)
+
+    os.kill(instance.pid, signal.SIGSTOP)
+    try:
+        for i in range(200_000):  # ~200 MB at most: the sockets fill long before
+            c.publish_nowait("paused/x", b"." * 1000)
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+                if c._write_paused:
+                    break
+        assert c._write_paused
+        n = 20_000
+        loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+        try:
+            for i in range(n):
+                c.publish_nowait("paused/x", b"y" * 64)
+                if i % 500 == 499:
+                    await asyncio.sleep(0)
+        finally:
+            loop.__dict__.pop("call_soon", None)
+        assert calls[0] < n / 20, calls
+    finally:
+        os.kill(instance.pid, signal.SIGCONT)
+    await asyncio.wait_for(c.drain(), 30)
+    await close_all(c)
+
+
 # ================================================================ features
 
 async def test_mqtt5_properties_and_reason_codes(broker):

@@ -439,7 +439,8 @@ class Client:
     # ------------------------------------------------------------------ writing
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and self._transport is not None:
+        # Paused: resume_writing flushes. Scheduling one anyway cost a Handle per message.
+        if not self._flush_scheduled and self._transport is not None and not self._write_paused:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
 
@@ -841,8 +842,9 @@ class Client:
         socket (``await drain()`` or ``await publish()`` wait instead)."""
         session = self.session
         if len(session.out) >= self._flush_at:
-            self._flush()
-            if self._unhanded() >= self.max_buffer:
+            if not self._write_paused:  # paused: it would hand nothing
+                self._flush()
+            if len(session.out) + len(self._held) - self._held_at >= self.max_buffer:
                 raise QueueFull(f"{self._unhanded()} bytes wait for the socket (max_buffer="
                                 f"{self.max_buffer}): await drain() or publish()")
         result = session.publish(topic, payload, qos, retain, properties,
@@ -856,7 +858,7 @@ class Client:
             else:
                 handle = self._written = WrittenHandle(self, result, taken)  # type: ignore[arg-type]
             result = handle  # type: ignore[assignment]
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._write_paused:
             self._schedule_flush()
         return result
 
@@ -904,7 +906,8 @@ class Client:
         session = self.session
         if qos == 0 and qos.__class__ is int and session.plain_qos0:
             if len(session.out) >= self._flush_at:
-                self._flush()
+                if not self._write_paused:
+                    self._flush()
                 if self._unhanded() >= self.max_buffer:
                     raise QueueFull(f"{self._unhanded()} bytes wait for the socket "
                                     f"(max_buffer={self.max_buffer})")
