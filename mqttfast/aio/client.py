@@ -844,8 +844,9 @@ class Client:
         if len(session.out) >= self._flush_at:
             if not self._write_paused:  # paused: it would hand nothing
                 self._flush()
-            if len(session.out) + len(self._held) - self._held_at >= self.max_buffer:
-                raise QueueFull(f"{self._unhanded()} bytes wait for the socket (max_buffer="
+            unhanded = len(session.out) + len(self._held) - self._held_at  # _unhanded(), inline
+            if unhanded >= self.max_buffer:
+                raise QueueFull(f"{unhanded} bytes wait for the socket (max_buffer="
                                 f"{self.max_buffer}): await drain() or publish()")
         result = session.publish(topic, payload, qos, retain, properties,
                                  self._loop.time() if session.ack_timeout and self._loop else 0.0,
@@ -858,7 +859,7 @@ class Client:
             else:
                 handle = self._written = WrittenHandle(self, result, taken)  # type: ignore[arg-type]
             result = handle  # type: ignore[assignment]
-        if not self._flush_scheduled and not self._write_paused:
+        if not self._flush_scheduled and not self._write_paused:  # _schedule_flush's test, inline
             self._schedule_flush()
         return result
 
@@ -908,8 +909,9 @@ class Client:
             if len(session.out) >= self._flush_at:
                 if not self._write_paused:
                     self._flush()
-                if self._unhanded() >= self.max_buffer:
-                    raise QueueFull(f"{self._unhanded()} bytes wait for the socket "
+                unhanded = self._unhanded()
+                if unhanded >= self.max_buffer:
+                    raise QueueFull(f"{unhanded} bytes wait for the socket "
                                     f"(max_buffer={self.max_buffer})")
             mark = session.publish_many(topic, payloads, retain, properties)
             self._schedule_flush()
