@@ -83,9 +83,11 @@ In-flight windows (QoS 1/2), each client with its fastest sound setting:
   all in flight, and the benchmark then waits a millisecond.
 * mqttium: ``max_outbound_inflight`` and ``max_unacknowledged_messages`` 65,535
   (``--mqttium-window``; its defaults, 20 on MQTT 3.1.1 and 10,000, would measure the window).
-* awscrt: no window (its 3.1.1 client queues everything in C; its MQTT 5 client keeps to the
-  broker's Receive Maximum, none here). zmqtt: no window; 65,535 coroutines each awaiting one
-  publish at a time keep up to 65,535 in flight.
+* awscrt: at most 60,000 operations outstanding (``--awscrt-window``), kept by the publish loop
+  (unbounded, its 3.1.1 client's request queue in C fills and fails the excess with
+  ``AWS_ERROR_MQTT_QUEUE_FULL``; its MQTT 5 client also keeps to the broker's Receive Maximum,
+  none here). zmqtt: no window; 65,535 coroutines each awaiting one publish at a time keep up to
+  65,535 in flight.
 * mqttfast-default: whatever ``Client()`` chooses.
 * QoS 2: every client's window is capped at ``--qos2-window`` (default 1000; for gmqtt the
   publish loop enforces it). mosquitto's handling of an incoming QoS 2 PUBLISH costs O(messages
@@ -428,7 +430,8 @@ class Bench:
         window: Optional[int] = {"paho": self.args.paho_window,
                                  "mqttfast": self.args.mqttfast_window,
                                  "mqttium": self.args.mqttium_window,
-                                 "raw": self.args.raw_window}.get(client, 65535)
+                                 "raw": self.args.raw_window,
+                                 "awscrt": self.args.awscrt_window}.get(client, 65535)
         if variant == "default":
             window = None  # the client's own default
         elif qos == 2:
@@ -714,8 +717,9 @@ def render(results: Dict[str, Dict[str, dict]], meta: dict) -> Tuple[str, List[d
                f"load {meta['machine']['load_before']}")
     out.append(f"  in-flight windows: mqttfast {meta['windows']['mqttfast']} (mqttfast default: "
                f"its own), raw {meta['windows']['raw']}, paho {meta['windows']['paho']}, "
-               f"mqttium {meta['windows']['mqttium']}, zmqtt 65535 coroutines, gmqtt and awscrt "
-               f"none (65535 ids); QoS 2 capped at {meta['windows']['qos2_cap']}")
+               f"mqttium {meta['windows']['mqttium']}, zmqtt 65535 coroutines, awscrt "
+               f"{meta['windows'].get('awscrt', 65535)} outstanding, gmqtt none (65535 ids); "
+               f"QoS 2 capped at {meta['windows']['qos2_cap']}")
     out.append("")
     out.append(f"{'scenario':<20} {'client':<16} {'msg/s':>11}   {'ratio vs reference':<20} "
                f"{'lost':>6}  {'spread':>6}  {'ok runs':>7}")
@@ -869,6 +873,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "(default 65535; its own defaults are 20 and 10,000)")
     ap.add_argument("--mqttfast-window", type=int, default=65535,
                     help="mqttfast max_inflight (default 65535, its own default)")
+    ap.add_argument("--awscrt-window", type=int, default=60000,
+                    help="awscrt: most operations outstanding (default 60000: its 3.1.1 client "
+                         "fails the excess with AWS_ERROR_MQTT_QUEUE_FULL near 65,535)")
     ap.add_argument("--raw-window", type=int, default=65535,
                     help="raw QoS 1 ceiling: most unacknowledged frames (default 65535)")
     args = ap.parse_args(argv)
@@ -885,6 +892,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             "timeout": args.timeout,
                             "windows": {"mqttfast": args.mqttfast_window, "raw": args.raw_window,
                                         "mqttium": args.mqttium_window,
+                                        "awscrt": args.awscrt_window,
                                         "paho": args.paho_window, "qos2_cap": args.qos2_window},
                             "payload_size": PAYLOAD_SIZE, "machine": machine_info(),
                             "versions": versions(),
