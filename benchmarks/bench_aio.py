@@ -198,7 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             status = "ok" if r.get("ok") else f"FAILED: {r.get('error')}"
                             print(f"  [{time.monotonic() - t_start:6.1f}s] {sc.key:<16} "
                                   f"{loop_name:<8} {key:<18} run {rep + 1}/{args.repeats}: "
-                                  f"{rate} ({status})", file=sys.stderr, flush=True)
+                                  f"{rate} ({status}){bc.cpu_note(r)}", file=sys.stderr,
+                                  flush=True)
                     results.setdefault(loop_name, {})[sc.key] = {
                         k: summarize(sc, k, v, args.messages) for k, v in per.items()}
         finally:

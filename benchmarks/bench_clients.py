@@ -320,6 +320,48 @@ class Child:
         self._err.close()
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: Optional[int]) -> Optional[float]:
+    """User + system CPU seconds of a live process (all its threads), from /proc; None off
+    Linux or once it is gone."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+
+
+class CpuMeter:
+    """CPU seconds each named process spent between ``start()`` and ``stop()``: where a run's
+    time went on a shared machine (the broker at 100% of a core sets the pace; whatever a
+    client spends beyond that is taken from it)."""
+
+    def __init__(self, **pids: Optional[int]) -> None:
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.before = {k: cpu_seconds(p) for k, p in pids.items()}
+
+    def stop(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"wall": round(time.monotonic() - self.t0, 3)}
+        for k, pid in self.pids.items():
+            b, a = self.before[k], cpu_seconds(pid)
+            out[k] = None if a is None or b is None else round(a - b, 3)
+        return out
+
+
+def cpu_note(run: Dict[str, Any]) -> str:
+    """`` [cpu s: broker 1.93, publisher 0.31, subscriber 1.20 of 2.10 wall]`` for a run's
+    progress line (empty when it was not measured)."""
+    cpu = run.get("cpu") or {}
+    used = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v is not None and k != "wall")
+    return f" [cpu s: {used} of {cpu['wall']:.2f} wall]" if used else ""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -481,6 +523,11 @@ class Bench:
         out["wall"] = time.monotonic() - t_start
         return out
 
+    def _meter(self, **children: Child) -> CpuMeter:
+        broker = self.broker.proc if self.broker is not None else None
+        return CpuMeter(broker=broker.pid if broker is not None else None,
+                        **{k: c.proc.pid for k, c in children.items()})
+
     def _broker_publish(self, sc: Scenario, key: str, children: List[Child]) -> Dict[str, Any]:
         n, port = self.n, self.broker.port  # type: ignore[union-attr]
         topic = self.topic(sc)
@@ -491,6 +538,7 @@ class Bench:
         children.append(pub)
         self._remember(key, pub.expect("ready", 20))
         sub.expect("ready", 20)
+        meter = self._meter(publisher=pub, subscriber=sub)
         pub.send("go")
         pres = pub.expect("result", self.timeout + 15)
         # The subscriber may still be draining the broker's queue; give it a few seconds.
@@ -501,7 +549,7 @@ class Bench:
             sres = sub.expect("result", 5)
         received = sres["received"]
         out: Dict[str, Any] = {"publisher": pres, "subscriber": sres, "received": received,
-                               "lost": n - received}
+                               "lost": n - received, "cpu": meter.stop()}
         t0 = pres["t0"]
         t_done, t_last = pres.get("t_done"), sres.get("t_last")
         # QoS 0: delivered when the subscriber has them all. QoS 1/2: and all acknowledged.
@@ -542,6 +590,7 @@ class Bench:
         feeder = self._feeder(sc, topic, children)
         self._remember(key, client.expect("ready", 20))
         feeder.expect("ready", 20)
+        meter = self._meter(feeder=feeder, client=client)
         feeder.send("go")
         fres = feeder.expect("result", self.timeout + 15)
         try:
@@ -551,7 +600,7 @@ class Bench:
             cres = client.expect("result", 5)
         received = cres["received"]
         out: Dict[str, Any] = {"feeder": fres, "client": cres, "received": received,
-                               "lost": max(0, n - received)}
+                               "lost": max(0, n - received), "cpu": meter.stop()}
         if cres.get("t_last") is not None:
             out["rate"] = n / (cres["t_last"] - fres["t0"])
             out["first_to_last_rate"] = n / max(1e-9, cres["t_last"] - cres["t_first"])
@@ -787,6 +836,65 @@ def render(results: Dict[str, Dict[str, dict]], meta: dict) -> Tuple[str, List[d
     return "\n".join(out), targets
 
 
+MD_TITLES = {"publish": "QoS {qos} publish", "receive": "QoS 0 receive, `on_message`",
+             "standin-publish": "broker-free QoS 0 publish", "standin-receive":
+             "broker-free receive + callback"}
+
+
+def markdown(results: Dict[str, Dict[str, dict]], meta: dict) -> str:
+    """The README's table for one run: scenario, client, median msg/s, ratio to the scenario's
+    reference of the same run, spread of the runs, with the command above it. Call ``render``
+    first: it sets each row's ratio."""
+    versions = meta.get("versions", {})
+    lines = [f"`{meta['command']}`", "",
+             f"({meta['n']:,} x {meta.get('payload_size', PAYLOAD_SIZE)} B, median of "
+             f"{meta['repeats']}, mosquitto {versions.get('mosquitto', '?')}, "
+             f"{meta['machine']['cpus']} CPUs, CPython {meta['machine']['python']}, "
+             f"started {meta.get('started', '?')}, {meta.get('elapsed', 0):.0f} s)", "",
+             f"| scenario | client | msg/s | ratio | spread of {meta['repeats']} |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for sc in SCENARIOS:
+        rows = results.get(sc.key)
+        if not rows:
+            continue
+        title = MD_TITLES[sc.kind].format(qos=sc.qos)
+        if sc.kind == "publish" and sc.qos:
+            title += ", all acked" if sc.qos == 1 else ", all completed"
+        title += " (MQTT 5)" if sc.protocol == 5 else " (3.1.1)"
+        for key in sc.entries:
+            row = rows.get(key)
+            if row is None:
+                continue
+            ratio = row.get("ratio")
+            if key == sc.reference and sc.reference != "target":
+                rtxt = "reference"
+            elif sc.reference == "target" or ratio is None:
+                rtxt = "–"
+            else:
+                rtxt = f"{ratio:.2f}×"
+            spread = f"{row['spread'] * 100:.0f}%" if row.get("spread") is not None else ""
+            rate = fmt_rate(row)
+            if row["rate"] is not None and row["ok_runs"] < row["runs"]:
+                rate += f" ({row['ok_runs']} of {row['runs']} ok)"
+            lines.append(f"| {title} | {row['label']} | {rate} | {rtxt} | {spread} |")
+    return "\n".join(lines) + "\n"
+
+
+def rerender(path: str, md_path: Optional[str]) -> int:
+    """Print the table of a saved ``--json`` run again (and its Markdown), running nothing."""
+    with open(path) as f:
+        doc = json.load(f)
+    results: Dict[str, Dict[str, dict]] = {}
+    for row in doc["summary"]:
+        results.setdefault(row["scenario"], {})[row["client"]] = row
+    table, _targets = render(results, doc["meta"])
+    print(table)
+    if md_path:
+        with open(md_path, "w") as f:
+            f.write(markdown(results, doc["meta"]))
+    return 0
+
+
 # ---------------------------------------------------------------------- main
 
 def machine_info() -> dict:
@@ -855,6 +963,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="N = 50,000 and one run per measurement")
     ap.add_argument("--json", metavar="PATH", help="write every run and the summary here")
+    ap.add_argument("--markdown", metavar="PATH",
+                    help="also write the table as Markdown (the README's form) here")
+    ap.add_argument("--render", metavar="JSON",
+                    help="run nothing: print the table (and --markdown) of a saved --json run")
     ap.add_argument("--only", metavar="NAMES",
                     help="comma-separated scenario and/or client names: the named clients in the named "
                          "scenarios (either may be left out; references always run)")
@@ -879,6 +991,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--raw-window", type=int, default=65535,
                     help="raw QoS 1 ceiling: most unacknowledged frames (default 65535)")
     args = ap.parse_args(argv)
+    if args.render:
+        return rerender(args.render, args.markdown)
     if args.messages is None:
         args.messages = 50_000 if args.quick else 200_000
     if args.repeats is None:
@@ -920,8 +1034,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         rate = f"{r['rate']:,.0f} msg/s" if r.get("rate") else "-"
                         status = "ok" if r.get("ok") else f"FAILED: {r.get('error')}"
                         print(f"  [{time.monotonic() - t_start:6.1f}s] {sc.key:<16} "
-                              f"{key:<14} run {rep + 1}/{args.repeats}: {rate} ({status})",
-                              file=sys.stderr, flush=True)
+                              f"{key:<14} run {rep + 1}/{args.repeats}: {rate} ({status})"
+                              f"{cpu_note(r)}", file=sys.stderr, flush=True)
                 results[sc.key] = {k: summarize(sc, k, runs, args.messages)
                                    for k, runs in per.items()}
         finally:
@@ -941,6 +1055,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                "targets": targets, "runs": raw_runs}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1, default=str)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(results, meta))
     return 0
 
 

@@ -34,6 +34,7 @@ from collections import deque
 from enum import IntEnum
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
+from .batching import ReadBatcher, batcher_for, set_lowat
 from .errors import ConnectionLost, MQTTError, ProtocolError
 from .events import ConnectionRefused, ConnectionState, Connected, Disconnected
 from .session import Session
@@ -125,7 +126,8 @@ class Connection:
                  reconnect: Optional[Backoff] = None, retry_first: bool = False,
                  source_address: Optional[Tuple[str, int]] = None,
                  unix_path: Optional[str] = None,
-                 websocket: Optional[Callable[[], WebSocket]] = None) -> None:
+                 websocket: Optional[Callable[[], WebSocket]] = None,
+                 max_read_delay: float = 0.0) -> None:
         self.loop = loop
         self.session = session
         self.handler = handler
@@ -141,6 +143,8 @@ class Connection:
         self.peer = unix_path if unix_path is not None else f"{host}:{port}"  # for messages
         self.websocket = websocket  # makes each connection's WebSocket state (ws://, wss://)
         self.ws: Optional[WebSocket] = None  # the current connection's, once upgrading
+        self.max_read_delay = max_read_delay  # batching.py: 0 reads every segment at once
+        self._batcher: Optional[ReadBatcher] = None  # the current TCP socket's, once OPEN
         self._wprefix = 0  # bytes at the front of _wbuf that are WebSocket framing, not MQTT
         self.lock = threading.Lock()  # guards ``session`` against other threads
         self.sock: Optional[socket.socket] = None
@@ -237,6 +241,7 @@ class Connection:
 
     def _drop_socket(self, drain: bool = False) -> None:
         sock, self.sock = self.sock, None
+        self._batcher = None
         if sock is not None and drain:
             # Closing a socket with unread input sends RST, and an RST can make the peer throw
             # away what we sent last (acks, the DISCONNECT): end our side with FIN, then read
@@ -353,8 +358,11 @@ class Connection:
 
     def _start_mqtt(self) -> None:
         self.phase = OPEN
+        now = _monotonic()
+        if self.unix_path is None and self.max_read_delay > 0:  # a Unix socket ignores the mark
+            self._batcher = batcher_for(self.sock, self.max_read_delay, now)
         with self.lock:
-            self.session.start(_monotonic())
+            self.session.start(now)
         self._set_events(selectors.EVENT_READ)
         self.flush()
 
@@ -451,6 +459,14 @@ class Connection:
             if not n:
                 self.close(ConnectionLost("the broker closed the connection"))
                 return
+            now = _monotonic()
+            batcher = self._batcher
+            if batcher is not None:
+                lowat = batcher.read(n, now)
+                if lowat:
+                    set_lowat(sock, lowat)
+                    if lowat > 1:
+                        loop._schedule(self, batcher.last_read + batcher.delay)
             data: Any = loop.rview[:n]
             ws = self.ws
             if ws is not None:
@@ -468,7 +484,7 @@ class Connection:
                     self.kick()  # a pong to send
             try:
                 with self.lock:
-                    messages = session.receive(data, _monotonic())
+                    messages = session.receive(data, now)
             except MQTTError as exc:
                 self._abort(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
                 return
@@ -558,6 +574,11 @@ class Connection:
         phase = self.phase
         if phase is OPEN and self.session.state is _CONNECTED:
             deadline = self.session.next_deadline()
+            batcher = self._batcher
+            if batcher is not None and batcher.lowat > 1:
+                due = batcher.last_read + batcher.delay
+                if deadline is None or due < deadline:
+                    deadline = due
         elif phase is IDLE:
             deadline = self._retry_at
         elif phase is CLOSED:
@@ -575,6 +596,9 @@ class Connection:
                 self.open()
                 return
         elif phase is OPEN and self.session.state is _CONNECTED:
+            batcher = self._batcher
+            if batcher is not None and batcher.tail(now):
+                set_lowat(self.sock, 1)  # wakes the loop if anything waits
             with self.lock:
                 if self.loop.reading_paused:
                     self.session.hold_input(now)  # the silence is our backlog, not the broker

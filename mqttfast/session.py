@@ -946,10 +946,18 @@ class Session:
             expected = PacketType.SUBACK if cls is SubAck else PacketType.UNSUBACK
             if entry is None or entry[0] != expected:
                 return  # orphan acknowledgement
+            topics = entry[1]
+            if pkt.reason_codes or cls is SubAck or self.protocol == MQTT_5:
+                codes = tuple(pkt.reason_codes)
+                if len(codes) != len(topics):  # which code is whose is unknown
+                    raise ProtocolError(
+                        f"{'SUBACK' if cls is SubAck else 'UNSUBACK'} {pkt.packet_id} carries "
+                        f"{len(codes)} reason codes for {len(topics)} topic filters")
+            else:  # before MQTT 5 an UNSUBACK has no payload
+                codes = (0,) * len(topics)
             del self._control[pkt.packet_id]
-            codes = tuple(pkt.reason_codes) if pkt.reason_codes else (0,) * len(entry[1])
             event_cls = Subscribed if cls is SubAck else Unsubscribed
-            self.events.append(event_cls(pkt.packet_id, entry[1], codes, pkt.properties))
+            self.events.append(event_cls(pkt.packet_id, topics, codes, pkt.properties))
         elif cls is PingResp:
             self.ping_sent_at = None
         elif cls is Disconnect:

@@ -187,9 +187,31 @@ def scripted_peer() -> _typing.Iterator[_typing.Callable[..., ScriptedPeer]]:
 # ==================================================================================================
 # BEGIN asyncio event loops (pytest-asyncio): every asyncio test runs on the default loop and, where
 # it is installed (not on Windows), on uvloop. A test may pick with
-# @pytest.mark.asyncio(loop_factories=["asyncio"]).
+# @pytest.mark.asyncio(loop_factories=["asyncio"]); those marked with ON_EVERY_LOOP also run on
+# ProactorLikeLoop.
 # ==================================================================================================
 import asyncio as _asyncio  # noqa: E402
+
+
+class ProactorLikeLoop(_asyncio.SelectorEventLoop):
+    """The default loop without what Windows' Proactor loop lacks: watching a file descriptor
+    (``add_reader``, ``add_writer``) and signal handlers raise ``NotImplementedError``, as they
+    do there. Its own transports use the private ``_add_reader``, so connections work: a client
+    that runs on it asks the loop for nothing but transports, callbacks and timers, which is
+    what the Proactor loop offers (no Windows machine here to run the real one)."""
+
+    def add_reader(self, fd: _typing.Any, callback: _typing.Any, *args: _typing.Any) -> None:
+        raise NotImplementedError("the Proactor loop has no add_reader")
+
+    def add_writer(self, fd: _typing.Any, callback: _typing.Any, *args: _typing.Any) -> None:
+        raise NotImplementedError("the Proactor loop has no add_writer")
+
+    def add_signal_handler(self, sig: int, callback: _typing.Any, *args: _typing.Any) -> None:
+        raise NotImplementedError("the Proactor loop has no add_signal_handler")
+
+
+PROACTOR_LIKE = "proactor-like"  # opt-in: @pytest.mark.asyncio(loop_factories=ON_EVERY_LOOP)
+ON_EVERY_LOOP = ["asyncio", "uvloop", PROACTOR_LIKE]
 
 
 def pytest_asyncio_loop_factories(config: _typing.Any, item: _typing.Any) -> _typing.Dict[str, _typing.Any]:
@@ -200,5 +222,8 @@ def pytest_asyncio_loop_factories(config: _typing.Any, item: _typing.Any) -> _ty
         pass
     else:
         factories["uvloop"] = uvloop.new_event_loop
+    marker = item.get_closest_marker("asyncio")
+    if marker is not None and PROACTOR_LIKE in (marker.kwargs.get("loop_factories") or ()):
+        factories[PROACTOR_LIKE] = ProactorLikeLoop
     return factories
 # END asyncio event loops

@@ -20,6 +20,8 @@ from mqttfast.errors import ConnectionLost, ConnectRefused, InvalidTopic, NotCon
 
 pytestmark = pytest.mark.asyncio
 HOST = "127.0.0.1"
+# Also on conftest's ProactorLikeLoop: the loop API of Windows' Proactor loop only (no add_reader).
+EVERY_LOOP = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop", "proactor-like"])
 
 
 async def connected(port: int, **options: Any) -> aio.Client:
@@ -55,6 +57,7 @@ async def close_all(*clients: Any) -> None:
 
 # ================================================================ basics
 
+@EVERY_LOOP
 @pytest.mark.parametrize("protocol", [4, 5])
 async def test_publish_subscribe_roundtrip_all_qos(broker, protocol):
     name = topic("aio-rt")
@@ -75,6 +78,7 @@ async def test_publish_subscribe_roundtrip_all_qos(broker, protocol):
         await close_all(sub, pub)
 
 
+@EVERY_LOOP
 async def test_publish_nowait_handles_and_publish_many(broker):
     name = topic("aio-nowait")
     sub = pub = None
@@ -194,6 +198,7 @@ def _closed_port() -> int:
 
 # ================================================================ reconnect
 
+@EVERY_LOOP
 async def test_reconnect_resubscribes_across_a_broker_restart_and_the_iterator_lives(broker_factory):
     instance = broker_factory(log_types=QUIET_LOG)
     name = topic("aio-restart")
@@ -399,6 +404,7 @@ async def test_sync_and_asyncio_clients_interoperate(broker):
 
 # ================================================================ back-pressure
 
+@EVERY_LOOP
 async def test_write_back_pressure_publish_waits_and_nowait_raises(broker_factory):
     """A frozen broker stops reading: the socket, then the transport, then the session's
     ``max_buffer`` fill up; ``publish_nowait`` raises ``QueueFull`` and ``await publish``
@@ -464,6 +470,7 @@ async def test_a_backlog_goes_to_the_transport_in_slices_and_in_order(broker_fac
     await close_all(c, sub)
 
 
+@EVERY_LOOP
 async def test_receive_back_pressure_pause_loses_nothing_and_stays_bounded(broker):
     name = topic("aio-pause")
     sub = pub = None
@@ -501,6 +508,7 @@ async def test_receive_drop_policy_counts_what_it_drops(broker):
         await close_all(sub, pub)
 
 
+@EVERY_LOOP
 async def test_a_paused_consumer_does_not_stall_keepalive(broker):
     """Reading paused for a full queue means the broker's PINGRESP waits in the socket: that is
     our consumer being slow, not the broker being dead, so the connection stays up (and we keep
@@ -558,6 +566,15 @@ async def test_hot_paths_create_no_future_or_task_per_message(broker):
         sub = await connected(broker.port, max_messages=n)
         await sub.subscribe(name)
         pub = await connected(broker.port)
+        reads = 0
+        on_read = sub._received
+
+        def counting_read(proto: Any, data: Any) -> None:
+            nonlocal reads
+            reads += 1
+            on_read(proto, data)
+
+        sub._received = counting_read  # type: ignore[method-assign]
         loop.create_future = counting_future  # type: ignore[method-assign]
         loop.create_task = counting_task  # type: ignore[method-assign]
         received = 0
@@ -577,8 +594,11 @@ async def test_hot_paths_create_no_future_or_task_per_message(broker):
                 await asyncio.sleep(0)
         await asyncio.wait_for(consumer, 20)
         assert received == n
-        # A Future per wake-up of the consumer (one per read), never per message.
-        assert counts["task"] <= 1 and counts["future"] < n / 20, counts
+        # Futures per wake-up of the consumer (at most one wait per read, two Futures a wait:
+        # the shared waiter and its shield), never per message. (It was "fewer than n / 20":
+        # flaky under load, when the broker's segments came a few messages at a time.)
+        assert counts["task"] <= 1, counts
+        assert counts["future"] <= 2 * reads + 10, (counts, reads)
     finally:
         loop.__dict__.pop("create_future", None)
         loop.__dict__.pop("create_task", None)
@@ -665,6 +685,7 @@ async def test_will_is_published_on_close_not_on_disconnect(broker):
         await close_all(watcher)
 
 
+@EVERY_LOOP
 async def test_manual_ack_redelivers_only_unacked(broker):
     name, cid = topic("aio-mack"), uid("mack")
     sub = pub = again = None
@@ -687,6 +708,7 @@ async def test_manual_ack_redelivers_only_unacked(broker):
         await close_all(pub, again)
 
 
+@EVERY_LOOP
 async def test_tls(tls_broker):
     context = mqttfast.tls_context(ca_certs=str(tls_broker.ca_path))
     c = aio.Client(client_id=uid("tls"), tls=context)
@@ -757,6 +779,7 @@ class _ResetBeforeEof:
         return getattr(self._transport, name)
 
 
+@EVERY_LOOP
 async def test_disconnect_when_the_peer_reset_before_the_fin(broker):
     """disconnect() still ends the client cleanly: before, the OSError escaped from it."""
     c = await connected(broker.port)
@@ -768,3 +791,18 @@ async def test_disconnect_when_the_peer_reset_before_the_fin(broker):
     again = await connected(broker.port)  # the loop is fine
     assert await asyncio.wait_for(again.publish(topic("aio-eof"), b"x", qos=1), 10) is not None
     await close_all(again)
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_the_proactor_like_loop_refuses_what_the_proactor_loop_lacks():
+    """The EVERY_LOOP tests prove something only if their third loop really refuses to watch a
+    file descriptor, as the Proactor loop does."""
+    from conftest import ProactorLikeLoop
+    loop = ProactorLikeLoop()
+    try:
+        for call in (lambda: loop.add_reader(0, print), lambda: loop.add_writer(0, print),
+                     lambda: loop.add_signal_handler(signal.SIGINT, print)):
+            with pytest.raises(NotImplementedError):
+                call()
+    finally:
+        loop.close()

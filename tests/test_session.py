@@ -444,6 +444,25 @@ class TestSubscribe:
             Subscribed(spid, ("a",), (0,)), Unsubscribed(upid, ("a",), (0,))])
 
     @protocols
+    def test_an_ack_with_the_wrong_number_of_codes_is_a_protocol_error(self, protocol):
+        """One reason code per filter, in order (3.1.1 [MQTT-3.8.4-5], 5.0 [MQTT-3.9.3-1],
+        [MQTT-3.11.3-1]): with more or fewer, which filter a code belongs to is unknown, so the
+        acknowledgement cannot be reported (it was, with the codes as they came)."""
+        for codes in ([1], [1, 0, 0]):  # (none at all: the codec refuses it)
+            s, b = connected(protocol)
+            pid = s.subscribe(["a", "b"], qos=1)
+            b.read()
+            with pytest.raises(ProtocolError, match="SUBACK"):
+                b.send(SubAck(pid, codes))
+        if protocol == 5:  # before MQTT 5 an UNSUBACK carries no codes at all
+            for codes in ([0], [0, 0, 0]):
+                s, b = connected(protocol)
+                pid = s.unsubscribe(["a", "b"])
+                b.read()
+                with pytest.raises(ProtocolError, match="UNSUBACK"):
+                    b.send(UnsubAck(pid, codes))
+
+    @protocols
     def test_needs_a_connection(self, protocol):
         s = Session(CLIENT_ID, protocol)
         with pytest.raises(NotConnected):

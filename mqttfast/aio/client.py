@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import socket
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Union
 
+from ..batching import DEFAULT_READ_DELAY, ReadBatcher, batcher_for, check_read_delay, set_lowat
 from ..client import AckableMessage, tls_context
 from ..codec import Publish, Subscription, Will
 from ..constants import MAX_PACKET_SIZE, MAX_QUEUED_BYTES, MQTT_5
@@ -106,7 +108,8 @@ class Client:
                  max_packet_size: Optional[int] = MAX_PACKET_SIZE,
                  max_buffer: int = 8 * 1024 * 1024,
                  manual_ack: bool = False, store: Optional[MemoryStore] = None,
-                 max_messages: int = 10_000, when_full: str = "pause") -> None:
+                 max_messages: int = 10_000, when_full: str = "pause",
+                 max_read_delay: float = DEFAULT_READ_DELAY) -> None:
         if clean_session is not None and clean_start is not None and clean_session != clean_start:
             raise ValueError("clean_session and clean_start are the same flag: give one")
         clean = clean_session if clean_session is not None else (
@@ -129,6 +132,7 @@ class Client:
             connect_props["session_expiry_interval"] = session_expiry
         if tls is True:
             tls = tls_context()
+        self.max_read_delay = check_read_delay(max_read_delay)
         self.protocol = protocol
         self.tls: Optional[ssl.SSLContext] = tls or None
         self.server_hostname = server_hostname
@@ -190,6 +194,10 @@ class Client:
         self._iterating = False  # messages() was called: feed the inbox even with on_message
         self._reading_paused = False
         self._resume_at = max_messages // 2
+        # The current TCP socket's low-water mark (mqttfast.batching), its socket and timer.
+        self._batcher: Optional[ReadBatcher] = None
+        self._batch_sock: Any = None
+        self._batch_timer: Optional[asyncio.TimerHandle] = None
         self.dropped = 0  # messages discarded by when_full="drop"
         self._subscriptions: Dict[str, Subscription] = {}
         self._requests: Dict[int, RequestHandle] = {}
@@ -390,8 +398,41 @@ class Client:
         self._write_paused = False
         self._reading_paused = False
         proto.started = True
-        self.session.start(self._now())
+        now = self._now()
+        self._start_batching(transport, now)
+        self.session.start(now)
         self._flush()
+
+    def _start_batching(self, transport: asyncio.BaseTransport, now: float) -> None:
+        """Read in batches on a TCP socket that takes a low-water mark (not on a Unix one, which
+        ignores it, nor on the Proactor loop, whose reads do not wait for readiness)."""
+        self._stop_batching()
+        sock = transport.get_extra_info("socket")
+        if sock is None or self.max_read_delay <= 0 or \
+                sock.family not in (socket.AF_INET, socket.AF_INET6) or \
+                isinstance(self._loop, getattr(asyncio, "ProactorEventLoop", ())):
+            return
+        self._batcher = batcher_for(sock, self.max_read_delay, now)
+        self._batch_sock = sock if self._batcher is not None else None
+
+    def _stop_batching(self) -> None:
+        self._batcher = self._batch_sock = None
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+
+    def _batch_due(self) -> None:
+        """The low-water mark's timer: no byte waits in the socket longer than the delay."""
+        self._batch_timer = None
+        batcher = self._batcher
+        if batcher is None:
+            return
+        now = self._now()
+        if batcher.tail(now):
+            set_lowat(self._batch_sock, 1)  # the loop sees the socket readable if bytes wait
+        due = batcher.due()
+        if due is not None:
+            self._batch_timer = self._loop.call_at(due, self._batch_due)  # type: ignore[union-attr]
 
     def _now(self) -> float:
         loop = self._loop
@@ -403,8 +444,17 @@ class Client:
         if proto is not self._proto:
             return
         session = self.session
+        now = self._now()
+        batcher = self._batcher
+        if batcher is not None:
+            lowat = batcher.read(len(data), now)
+            if lowat:
+                set_lowat(self._batch_sock, lowat)
+                if lowat > 1 and self._batch_timer is None:
+                    self._batch_timer = self._loop.call_at(  # type: ignore[union-attr]
+                        now + batcher.delay, self._batch_due)
         try:
-            messages = session.receive(data, self._now())
+            messages = session.receive(data, now)
         except MQTTError as exc:
             error = exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc))
             cause = session.abort(error)  # MQTT 5: a DISCONNECT with the reason, last
@@ -688,6 +738,7 @@ class Client:
             return
         self._proto = None
         self._ws_proto = None
+        self._stop_batching()
         transport, self._transport = self._transport, None
         if transport is None:
             transport = proto.transport
