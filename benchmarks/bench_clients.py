@@ -473,7 +473,8 @@ class Bench:
                                  "mqttfast": self.args.mqttfast_window,
                                  "mqttium": self.args.mqttium_window,
                                  "raw": self.args.raw_window,
-                                 "awscrt": self.args.awscrt_window}.get(client, 65535)
+                                 "awscrt": getattr(self.args, "awscrt_window", 60000),
+                                 }.get(client, 65535)
         if variant == "default":
             window = None  # the client's own default
         elif qos == 2:
