@@ -19,7 +19,7 @@ import mqttfast
 import mqttfast.aio as aio
 from client_support import topic, uid
 from mqttfast import batching
-from mqttfast.batching import MAX_LOWAT, MIN_LOWAT, ReadBatcher, check_read_delay
+from mqttfast.batching import MAX_LOWAT, ReadBatcher, check_read_delay
 
 HOST = "127.0.0.1"
 N = 20_000  # 64-byte messages in a burst
