@@ -6,6 +6,9 @@ sleeping reader runs in the sender's context). Measured on loopback, 200,000 QoS
 of 64 B to one reader: woken for every segment, 164,000 reads and 2.0 s of broker CPU; with a
 16 KiB low-water mark, 1,500 reads, 1.6 s, and 1.3-1.4x the messages a second.
 
+Only where nothing is owed back: a read that makes the client answer (QoS 1/2 acknowledgements)
+turns batching off, since the broker may hold its next messages until the answer comes.
+
 So when bytes arrive faster than ``MIN_LOWAT`` per half ``delay``, the reader asks the kernel not
 to wake it before about half a ``delay``'s worth of them wait (the recent rate x ``delay`` / 2, at
 most ``MAX_LOWAT``), and a timer bounds the wait: when nothing was read for ``delay`` the mark drops
@@ -67,6 +70,20 @@ class ReadBatcher:
         self.lowat = want
         self._idle = False
         return want
+
+    def answered(self, now: float) -> int:
+        """The last read made us answer (PUBACK, PUBREC, ...): the broker may be waiting for
+        that answer before it sends more (its in-flight window: mosquitto's is 20 messages), so
+        waiting for more bytes would stall the flow until the timer. Read as it comes: the mark
+        goes to 1 (returns 1 when it was above) and the rate window restarts, so a flow of
+        acknowledged messages never batches."""
+        self._start, self._bytes = now, 0
+        self._resume = 0
+        self._idle = False
+        if self.lowat > 1:
+            self.lowat = 1
+            return 1
+        return 0
 
     def due(self) -> Optional[float]:
         """When the timer must look at the mark (None: it is 1, nothing can wait)."""

@@ -484,10 +484,14 @@ class Connection:
                     self.kick()  # a pong to send
             try:
                 with self.lock:
+                    before = len(session.out)
                     messages = session.receive(data, now)
+                    answered = len(session.out) > before
             except MQTTError as exc:
                 self._abort(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
                 return
+            if answered and batcher is not None and batcher.answered(now):
+                set_lowat(sock, 1)  # the broker may wait for these acks: read as it comes
             if session.events or session.completed:
                 if not self._report(messages):
                     return

@@ -86,6 +86,20 @@ def test_two_timers_without_a_full_read_end_the_batching():
     assert b.read(70, t + 0.5) == 0 and b.lowat == 1  # a lone message later: read at once
 
 
+def test_a_read_that_we_answer_ends_the_batching():
+    """QoS 1/2: the broker holds its next messages until our acks (mosquitto keeps 20 in flight
+    to a subscriber); waiting for more bytes would stall each window until the timer."""
+    b = ReadBatcher(0.001)
+    feed(b, 70, 10e-6, 200, 0.0)
+    assert b.lowat > 1
+    assert b.answered(b.last_read) == 1 and b.lowat == 1 and b.due() is None
+    t = b.last_read
+    for _ in range(1000):  # a fast acknowledged flow: every read answered, never a mark
+        t += 10e-6
+        assert b.read(70, t) == 0
+        assert b.answered(t) == 0
+
+
 def test_the_delay_is_checked_at_the_call():
     assert check_read_delay(0) == 0.0 and check_read_delay(0.002) == 0.002
     for bad in (-0.001, 1.5, float("nan")):
@@ -129,12 +143,14 @@ def burst(port: int, name: str, n: int) -> None:
         pub.publish(name + "/end", b"", qos=1).wait(10)
 
 
-def marks_recorder(monkeypatch: pytest.MonkeyPatch, module: Any) -> List[int]:
+def marks_recorder(monkeypatch: pytest.MonkeyPatch, module: Any, only: Any = None) -> List[int]:
+    """The marks set from now on (``only``: a list that will hold the one socket to watch)."""
     marks: List[int] = []
     real = module.set_lowat
 
     def recording(sock: Any, lowat: int) -> bool:
-        marks.append(lowat)
+        if not only or sock is only[0]:
+            marks.append(lowat)
         return real(sock, lowat)
 
     monkeypatch.setattr(module, "set_lowat", recording)
@@ -225,3 +241,33 @@ async def test_aio_client_reads_a_burst_in_batches_and_nothing_waits(broker, mon
         assert marks[-1] == 1
     finally:
         await asyncio.wait_for(sub.disconnect(), 5)
+
+
+def test_a_qos1_flow_is_read_as_it_comes(broker, monkeypatch):
+    """The CI fault test that found it: 50,000 QoS 1 publishes across broker kills no longer
+    settled within 90 s, because the persistent QoS 1 subscriber batched its reads while the
+    broker waited for its PUBACKs. An acknowledged flow never raises the mark."""
+    from mqttfast import loop as loop_module
+    watched: List[Any] = []  # the subscriber's socket (its publisher may batch its PUBACKs)
+    marks = marks_recorder(monkeypatch, loop_module, watched)
+    name = topic("batch-q1")
+    n = 5_000
+    got = threading.Event()
+    count = [0]
+
+    def on_message(m: Any) -> None:
+        count[0] += 1
+        if count[0] == n:
+            got.set()
+
+    with mqttfast.Client(uid("bq")) as sub:
+        sub.on_message = on_message
+        sub.connect(HOST, broker.port)
+        sub.subscribe(name, 1).wait(5)
+        watched.append(sub._conn.sock)
+        with mqttfast.Client(uid("bqp")) as pub:
+            pub.connect(HOST, broker.port)
+            handles = [pub.publish(name, b"y" * 64, qos=1) for _ in range(n)]
+            assert handles[-1].wait(20)
+        assert got.wait(20), f"received {count[0]} of {n}"
+    assert max(marks, default=1) == 1, marks

@@ -453,6 +453,7 @@ class Client:
                 if lowat > 1 and self._batch_timer is None:
                     self._batch_timer = self._loop.call_at(  # type: ignore[union-attr]
                         now + batcher.delay, self._batch_due)
+        before = len(session.out)
         try:
             messages = session.receive(data, now)
         except MQTTError as exc:
@@ -464,6 +465,8 @@ class Client:
                 transport.close()  # the DISCONNECT goes out, then FIN (not abort's RST)
             self._end(proto, error, cause)
             return
+        if batcher is not None and len(session.out) > before and batcher.answered(now):
+            set_lowat(self._batch_sock, 1)  # the broker may wait for these acks: read as it comes
         if session.events or session.completed:
             if not self._report(messages):
                 return
