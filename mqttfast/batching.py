@@ -22,6 +22,7 @@ import socket
 from typing import Any, Optional
 
 DEFAULT_READ_DELAY = 0.001  # the clients' max_read_delay
+ANSWERED_HOLD = 100  # delays without batching after a read we answered
 MIN_LOWAT = 1024  # below this per delay, batching saves too little to be worth the wait
 MAX_LOWAT = 64 * 1024  # well under one read's buffer (RECV_SIZE)
 _SO_RCVLOWAT: Optional[int] = getattr(socket, "SO_RCVLOWAT", None)
@@ -31,7 +32,8 @@ class ReadBatcher:
     """The low-water mark of one connection's socket: ``read()`` after every read, ``tail()``
     from the timer at ``due()``. Both return the mark to set now, or 0 to leave it."""
 
-    __slots__ = ("delay", "lowat", "last_read", "_start", "_bytes", "_resume", "_idle")
+    __slots__ = ("delay", "lowat", "last_read", "_start", "_bytes", "_resume", "_idle",
+                 "_answered_until")
 
     def __init__(self, delay: float, now: float = 0.0) -> None:
         self.delay = delay
@@ -41,6 +43,7 @@ class ReadBatcher:
         self._bytes = 0
         self._resume = 0  # the mark the timer dropped, to put back after the read it lets in
         self._idle = False  # no full read since the timer last fired
+        self._answered_until = now  # no batching before: we answered the broker lately
 
     def read(self, nbytes: int, now: float) -> int:
         self.last_read = now
@@ -55,6 +58,9 @@ class ReadBatcher:
             return resume
         if nbytes >= self.lowat > 1:
             self._idle = False
+        if now < self._answered_until:  # an acknowledged flow: reads that end mid-packet too
+            self._start, self._bytes = now, 0
+            return 0
         self._bytes += nbytes
         elapsed = now - self._start
         if elapsed < self.delay:
@@ -80,6 +86,7 @@ class ReadBatcher:
         self._start, self._bytes = now, 0
         self._resume = 0
         self._idle = False
+        self._answered_until = now + ANSWERED_HOLD * self.delay
         if self.lowat > 1:
             self.lowat = 1
             return 1
