@@ -21,7 +21,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Optional
 
-DEFAULT_READ_DELAY = 0.001  # the clients' max_read_delay
+DEFAULT_READ_DELAY = 0.0  # the clients' max_read_delay: off unless asked (see the README)
 ANSWERED_HOLD = 100  # delays without batching after a read we answered
 MIN_LOWAT = 1024  # below this per delay, batching saves too little to be worth the wait
 MAX_LOWAT = 64 * 1024  # well under one read's buffer (RECV_SIZE)

@@ -236,7 +236,7 @@ class Client:
     ...     c.connect("127.0.0.1", 1883)
     ...     c.publish("sensors/1/temp", b"21.5", qos=1).wait(5)
 
-    ``max_read_delay`` (seconds, default 0.001; 0 turns it off): while messages arrive faster
+    ``max_read_delay`` (seconds, default 0: off; 0.001 is a good value): while messages arrive faster
     than about a kilobyte per that time, they may wait that long in the socket so that one read
     takes many (``mqttfast.batching``: the broker then spends less on each delivery); slower
     traffic is read as it comes.

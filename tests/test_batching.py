@@ -173,7 +173,7 @@ def test_sync_client_reads_a_burst_in_batches_and_nothing_waits(broker, monkeypa
         if count[0] == N:
             got.set()
 
-    with mqttfast.Client(uid("bs")) as sub:
+    with mqttfast.Client(uid("bs"), max_read_delay=0.001) as sub:
         sub.on_message = on_message
         sub.connect(HOST, broker.port)
         sub.subscribe(name, 0).wait(5)
@@ -208,7 +208,7 @@ async def test_aio_client_reads_a_burst_in_batches_and_nothing_waits(broker, mon
     from mqttfast.aio import client as aio_client_module
     marks = marks_recorder(monkeypatch, aio_client_module)
     name = topic("abatch")
-    sub = aio.Client(uid("abs"), max_messages=N + 10)
+    sub = aio.Client(uid("abs"), max_messages=N + 10, max_read_delay=0.001)
     try:
         await asyncio.wait_for(sub.connect(HOST, broker.port), 10)
         await sub.subscribe(name)
@@ -260,7 +260,7 @@ def test_a_qos1_flow_is_read_as_it_comes(broker, monkeypatch):
         if count[0] == n:
             got.set()
 
-    with mqttfast.Client(uid("bq")) as sub:
+    with mqttfast.Client(uid("bq"), max_read_delay=0.001) as sub:
         sub.on_message = on_message
         sub.connect(HOST, broker.port)
         sub.subscribe(name, 1).wait(5)
