@@ -337,7 +337,7 @@ def cpu_seconds(pid: Optional[int]) -> Optional[float]:
 
 
 class CpuMeter:
-    """CPU seconds each named process spent between ``start()`` and ``stop()``: where a run's
+    """CPU seconds each named process spent between its creation and ``stop()``: where a run's
     time went on a shared machine (the broker at 100% of a core sets the pace; whatever a
     client spends beyond that is taken from it)."""
 
