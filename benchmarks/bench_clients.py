@@ -484,6 +484,8 @@ class Bench:
                 "protocol": protocol,
                 "payload_size": PAYLOAD_SIZE, "timeout": self.timeout, "window": window,
                 "client_id": f"bench-{key}-{role}-{os.getpid()}-{self.seq}"}
+        if client == "mqttfast" and getattr(self.args, "mqttfast_read_delay", None) is not None:
+            spec["read_delay"] = self.args.mqttfast_read_delay
         spec.update(extra)
         return spec
 
@@ -989,6 +991,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--awscrt-window", type=int, default=60000,
                     help="awscrt: most operations outstanding (default 60000: its 3.1.1 client "
                          "fails the excess with AWS_ERROR_MQTT_QUEUE_FULL near 65,535)")
+    ap.add_argument("--mqttfast-read-delay", type=float, default=None, metavar="S",
+                    help="mqttfast max_read_delay (default: the client's own; 0 reads at once, "
+                         "0.001 batches reads up to 1 ms)")
     ap.add_argument("--raw-window", type=int, default=65535,
                     help="raw QoS 1 ceiling: most unacknowledged frames (default 65535)")
     args = ap.parse_args(argv)

@@ -103,7 +103,9 @@ def receive(spec: Dict[str, Any], ctl: Control) -> None:
             state[2] = perf_counter()
             done.set()
 
-    c = mqttfast.Client(client_id=spec["client_id"], protocol=int(spec.get("protocol") or 4))
+    options = {} if spec.get("read_delay") is None else {"max_read_delay": spec["read_delay"]}
+    c = mqttfast.Client(client_id=spec["client_id"], protocol=int(spec.get("protocol") or 4),
+                        **options)
     c.on_message = on_message
     c.connect(spec["host"], spec["port"])
     c.subscribe(spec["topic"], spec["qos"]).wait(10)
