@@ -174,8 +174,12 @@ class Broker:
                 self.proc.wait(5)
 
 
+SUB_OPTIONS: List[str] = []  # more options for every ``bench sub`` (--read-delay)
+
+
 def bench_cmd(*args: Any) -> List[str]:
-    return [sys.executable, "-m", "mqttfast.bench", *[str(a) for a in args]]
+    extra = SUB_OPTIONS if args and args[0] == "sub" else []
+    return [sys.executable, "-m", "mqttfast.bench", *[str(a) for a in args], *extra]
 
 
 def run_json(cmd: List[str], path: str, timeout: float = TIMEOUT) -> Dict[str, Any]:
@@ -785,10 +789,14 @@ def main() -> int:
     ap.add_argument("--single-messages", type=int, default=500_000,
                     help="messages for the one-subscriber references")
     ap.add_argument("--size", type=int, default=64, help="payload bytes")
+    ap.add_argument("--read-delay", type=float, default=None, metavar="S",
+                    help="`mqttfast bench sub --read-delay S` (batched reads; default: its own)")
     ap.add_argument("--only", help="comma-separated: connections, qos0-publish, fan-out")
     ap.add_argument("--quick", action="store_true", help="2,000 clients, fewer messages")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    if args.read_delay is not None:
+        SUB_OPTIONS[:] = ["--read-delay", f"{args.read_delay:g}"]
     if args.quick:
         args.clients, args.messages, args.fan_messages, args.single_messages = \
             2000, 500_000, 20, 100_000

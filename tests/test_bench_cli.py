@@ -173,6 +173,9 @@ def test_sequence_tracker():
     (["pub", "-t", "a", "--ws", "--url", "ws://127.0.0.1/mqtt"], "--ws or --url"),
     (["conn", "--url", "mqtt://127.0.0.1", "--ws", "/mqtt"], "--ws or --url"),
     (["conn", "--ws", "mqtt"], "must start with /"),
+    (["sub", "-t", "a", "--read-delay", "2"], "must be at most 1"),
+    (["sub", "-t", "a", "--read-delay", "-0.001"], "must be at least 0"),
+    (["pub", "-t", "a", "--read-delay", "soon"], "not a number"),
 ])
 def test_bad_input_is_a_usage_error(args, message):
     done = run(*args)
@@ -237,6 +240,36 @@ def test_conn_500_agrees_with_broker_sys_topic(broker_factory, tmp_path):
     # The broker's count while the bench held its clients: theirs plus the observer's.
     assert max(seen) - 1 == summary["connected"], seen
     assert "500 connected, 0 failed" in done.stdout and "connect time p50" in done.stdout
+
+
+def test_read_delay_reaches_every_connection():
+    """``--read-delay S`` is each connection's ``max_read_delay`` (batched reads); the default
+    reads every segment at once, as the clients do."""
+    from mqttfast.bench.cli import build_parser, make_options
+    from mqttfast.bench.runner import Options
+
+    for kind in ("pub", "sub"):
+        ns = build_parser(kind).parse_args(["-t", "a", "--read-delay", "0.002"])
+        assert make_options(kind, ns).read_delay == 0.002
+        assert make_options(kind, build_parser(kind).parse_args(["-t", "a"])).read_delay == 0.0
+    assert Options(kind="sub").read_delay == 0.0
+
+
+def test_sub_with_batched_reads_loses_nothing(broker, tmp_path):
+    """A burst read with ``--read-delay 0.001``: every message counted, none waits past the run."""
+    base = uid("bench")
+    sub_json = tmp_path / "sub.json"
+    sub = Background("sub", "-p", broker.port, "-c", 2, "-t", f"{base}/#", "-L", 40000,
+                     "--duration", 20, "--read-delay", 0.001, "--json", sub_json)
+    sub.wait_for("2 of 2 clients subscribed")
+    pub = run("pub", "-p", broker.port, "-c", 1, "-i", 0, "-I", 0, "-t", f"{base}/%i",
+              "-L", 20000, "-s", 64, "--payload-hdrs")
+    assert pub.returncode == 0, pub.stderr
+    done = sub.finish()
+    assert done.returncode == 0, done.stderr
+    s = json.loads(sub_json.read_text())["summary"]
+    assert s["received"] == 40000 and s["stop_reason"] == "limit", s
+    assert (s["lost"], s["duplicated"], s["out_of_order"]) == (0, 0, 0)
 
 
 def test_pub_sub_counts_latency_and_rate(broker, tmp_path):

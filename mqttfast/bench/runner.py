@@ -76,6 +76,7 @@ class Options:
     unix_path: Optional[str] = None  # --url unix:///path: a Unix domain socket
     ws_path: Optional[str] = None  # --url ws(s)://host/path: MQTT over WebSocket
     connect_timeout: float = 10.0
+    read_delay: float = 0.0  # each connection's max_read_delay (batching.py; 0: off)
     duration: Optional[float] = None
     topics: List[str] = field(default_factory=list)
     msg_interval_ms: float = 1000.0
@@ -325,7 +326,7 @@ class Runner:
         conn = Connection(self.loop, session, client, opts.addr, opts.port, ssl_context=self.ssl,
                           server_hostname=opts.host, connect_timeout=opts.connect_timeout,
                           reconnect=None, source_address=source, unix_path=opts.unix_path,
-                          websocket=self._websocket)
+                          websocket=self._websocket, max_read_delay=opts.read_delay)
         client.conn = conn
         client.session = session
         self.loop.connections.add(conn)
