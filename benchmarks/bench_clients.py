@@ -992,8 +992,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="awscrt: most operations outstanding (default 60000: its 3.1.1 client "
                          "fails the excess with AWS_ERROR_MQTT_QUEUE_FULL near 65,535)")
     ap.add_argument("--mqttfast-read-delay", type=float, default=None, metavar="S",
-                    help="mqttfast max_read_delay (default: the client's own; 0 reads at once, "
-                         "0.001 batches reads up to 1 ms)")
+                    help="mqttfast's max_read_delay in the receive runs (default: the "
+                         "client's own; 0 reads at once, 0.001 batches reads up to 1 ms)")
     ap.add_argument("--raw-window", type=int, default=65535,
                     help="raw QoS 1 ceiling: most unacknowledged frames (default 65535)")
     args = ap.parse_args(argv)

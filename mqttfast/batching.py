@@ -22,6 +22,7 @@ import socket
 from typing import Any, Optional
 
 DEFAULT_READ_DELAY = 0.0  # the clients' max_read_delay: off unless asked (see the README)
+MAX_READ_DELAY = 1.0  # s: the longest max_read_delay accepted
 ANSWERED_HOLD = 100  # delays without batching after a read we answered
 MIN_LOWAT = 1024  # below this per delay, batching saves too little to be worth the wait
 MAX_LOWAT = 64 * 1024  # well under one read's buffer (RECV_SIZE)
@@ -114,8 +115,9 @@ def check_read_delay(delay: float) -> float:
     """A client's ``max_read_delay``: seconds, >= 0 and at most 1 (a bad one raises)."""
     if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise TypeError(f"max_read_delay must be a number of seconds, not {type(delay).__name__}")
-    if not 0 <= delay <= 1:  # also refuses NaN
-        raise ValueError(f"max_read_delay must be between 0 and 1 second, not {delay!r}")
+    if not 0 <= delay <= MAX_READ_DELAY:  # also refuses NaN
+        raise ValueError(f"max_read_delay must be between 0 and {MAX_READ_DELAY:g} second, "
+                         f"not {delay!r}")
     return float(delay)
 
 
@@ -138,5 +140,5 @@ def batcher_for(sock: Any, delay: float, now: float) -> Optional[ReadBatcher]:
     return ReadBatcher(delay, now)
 
 
-__all__ = ["DEFAULT_READ_DELAY", "MAX_LOWAT", "MIN_LOWAT", "ReadBatcher", "batcher_for",
+__all__ = ["DEFAULT_READ_DELAY", "MAX_LOWAT", "MAX_READ_DELAY", "MIN_LOWAT", "ReadBatcher", "batcher_for",
            "check_read_delay", "set_lowat"]

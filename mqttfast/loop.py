@@ -34,7 +34,7 @@ from collections import deque
 from enum import IntEnum
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from .batching import ReadBatcher, batcher_for, set_lowat
+from .batching import DEFAULT_READ_DELAY, ReadBatcher, batcher_for, set_lowat
 from .errors import ConnectionLost, MQTTError, ProtocolError
 from .events import ConnectionRefused, ConnectionState, Connected, Disconnected
 from .session import Session
@@ -127,7 +127,7 @@ class Connection:
                  source_address: Optional[Tuple[str, int]] = None,
                  unix_path: Optional[str] = None,
                  websocket: Optional[Callable[[], WebSocket]] = None,
-                 max_read_delay: float = 0.0) -> None:
+                 max_read_delay: float = DEFAULT_READ_DELAY) -> None:
         self.loop = loop
         self.session = session
         self.handler = handler

@@ -426,7 +426,6 @@ def test_sigterm_restarts_mid_stream_lose_nothing_end_to_end(broker_factory, qos
     does make some duplicates here itself (it re-sends, with DUP 1, QoS 2 PUBLISHes it had
     already released with PUBREL: the test below pins that), so the subscriber's trail of held
     and released ids tells those from any the client caused, and only the client's must be 0."""
-
     rng = random.Random(SEED * 100 + qos)
     count = 2000
     instance = persistent_broker(broker_factory)

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
+from ..batching import DEFAULT_READ_DELAY, MAX_READ_DELAY
 from ..url import DEFAULT_PORTS, WS_PATH, check_ws_path
 from .errors import BenchError, UsageError
 
@@ -158,7 +159,8 @@ def build_parser(kind: str) -> _Parser:
                          "sub": "receive for S seconds once subscribed (default: until -L or "
                                 "Ctrl-C)"}[kind])
     if kind in ("pub", "sub"):
-        c.add_argument("--read-delay", type=_number(float, 0, 1), default=0.0, metavar="S",
+        c.add_argument("--read-delay", type=_number(float, 0, MAX_READ_DELAY),
+                       default=DEFAULT_READ_DELAY, metavar="S",
                        help="read in batches while traffic is heavy, a message waiting at most "
                             "S seconds in the socket (default 0: every segment at once; 0.001 "
                             "spares the broker most wake-ups, see the README)")

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..batching import DEFAULT_READ_DELAY
 from ..client import tls_context
 from ..errors import MQTTError
 from ..events import Connected, ConnectionRefused, Disconnected, PublishState, Subscribed
@@ -76,7 +77,7 @@ class Options:
     unix_path: Optional[str] = None  # --url unix:///path: a Unix domain socket
     ws_path: Optional[str] = None  # --url ws(s)://host/path: MQTT over WebSocket
     connect_timeout: float = 10.0
-    read_delay: float = 0.0  # each connection's max_read_delay (batching.py; 0: off)
+    read_delay: float = DEFAULT_READ_DELAY  # each connection's max_read_delay (batching.py)
     duration: Optional[float] = None
     topics: List[str] = field(default_factory=list)
     msg_interval_ms: float = 1000.0
