@@ -208,7 +208,8 @@ def target_rate(scenario: Scenario, key: str) -> Optional[float]:
 
 
 # (description, scenario, entry, kind, value): kind "ratio" (vs the scenario's reference),
-# "rate" (absolute msg/s) or "vs:<entry>" (vs another entry of the same scenario and run).
+# "rate" (absolute msg/s), "vs:<entry>" (vs another entry of the same scenario and run) or
+# "twin:<scenario>" (vs the same entry in another scenario of the run: MQTT 5 against 3.1.1).
 TARGETS = [
     ("QoS 0 publish, publish() >= 0.95x raw", "qos0-publish", "mqttfast", "ratio", 0.95),
     ("QoS 0 publish, publish_many >= 0.95x raw", "qos0-publish", "mqttfast-many", "ratio", 0.95),
@@ -217,6 +218,14 @@ TARGETS = [
      "ratio", 0.85),
     ("MQTT 5 QoS 1, default Client >= 0.85x raw MQTT 5 QoS 1", "qos1-publish-v5",
      "mqttfast-default", "ratio", 0.85),
+    ("MQTT 5 QoS 0, default Client >= 0.95x its 3.1.1", "qos0-publish-v5", "mqttfast-default",
+     "twin:qos0-publish", 0.95),
+    ("MQTT 5 QoS 1, default Client >= 0.95x its 3.1.1", "qos1-publish-v5", "mqttfast-default",
+     "twin:qos1-publish", 0.95),
+    ("raw MQTT 5 QoS 0 frames vs raw 3.1.1 (the broker's step)", "qos0-publish-v5", "raw",
+     "twin:qos0-publish", 0.95),
+    ("raw MQTT 5 QoS 1 frames vs raw 3.1.1 (the broker's step)", "qos1-publish-v5", "raw",
+     "twin:qos1-publish", 0.95),
     ("QoS 0 receive >= 0.95x mosquitto_sub", "qos0-receive", "mqttfast", "ratio", 0.95),
     ("MQTT 5 QoS 0 receive >= 0.95x mosquitto_sub", "qos0-receive-v5", "mqttfast", "ratio", 0.95),
     ("QoS 0 receive >= 1.1x gmqtt", "qos0-receive", "mqttfast", "vs:gmqtt", 1.1),
@@ -817,8 +826,10 @@ def render(results: Dict[str, Dict[str, dict]], meta: dict) -> Tuple[str, List[d
         row = results.get(skey, {}).get(key)
         if row is None:
             continue
-        if kind.startswith("vs:"):
-            other = results.get(skey, {}).get(kind[3:])
+        if kind.startswith(("vs:", "twin:")):
+            name = kind.split(":", 1)[1]
+            other = (results.get(skey, {}).get(name) if kind.startswith("vs:")
+                     else results.get(name, {}).get(key))
             got = (row["rate"] / other["rate"] if other and other.get("rate") and row.get("rate")
                    else None)
         else:
@@ -958,6 +969,25 @@ def select(only: Optional[str]) -> List[Tuple[Scenario, List[str]]]:
     return chosen
 
 
+def groups(plan: List[Tuple[Scenario, List[str]]],
+           interleave: bool) -> List[List[Tuple[Scenario, List[str]]]]:
+    """The plan in groups whose runs alternate. Each scenario is its own group, unless
+    ``interleave``: then a scenario and its MQTT 5 twin (``key``, ``key-v5``) share one, so a
+    slow drift of the machine cannot make a step between the two protocols."""
+    if not interleave:
+        return [[item] for item in plan]
+    by_key = {sc.key: (sc, entries) for sc, entries in plan}
+    out: List[List[Tuple[Scenario, List[str]]]] = []
+    for sc, entries in plan:
+        if sc.key.endswith("-v5") and sc.key[:-3] in by_key:
+            continue  # runs in its 3.1.1 twin's group
+        group = [(sc, entries)]
+        if sc.key + "-v5" in by_key:
+            group.append(by_key[sc.key + "-v5"])
+        out.append(group)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="Scenarios, rates and windows: see the docstring of "
@@ -994,6 +1024,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--mqttfast-read-delay", type=float, default=None, metavar="S",
                     help="mqttfast's max_read_delay in the receive runs (default: the "
                          "client's own; 0 reads at once, 0.001 batches reads up to 1 ms)")
+    ap.add_argument("--interleave-protocols", action="store_true",
+                    help="alternate the runs of each scenario and its MQTT 5 twin (-v5), so "
+                         "their ratio is measured in the same stretch of time")
     ap.add_argument("--raw-window", type=int, default=65535,
                     help="raw QoS 1 ceiling: most unacknowledged frames (default 65535)")
     args = ap.parse_args(argv)
@@ -1029,21 +1062,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             bench.broker = broker
             meta["versions"]["mosquitto"] = broker.version
         try:
-            for sc, entries in plan:
-                per: Dict[str, List[dict]] = {k: [] for k in entries}
+            for group in groups(plan, args.interleave_protocols):
+                per: Dict[str, Dict[str, List[dict]]] = {
+                    sc.key: {k: [] for k in entries} for sc, entries in group}
                 for rep in range(args.repeats):
-                    for key in entries:
-                        r = bench.run(sc, key)
-                        r.update(scenario=sc.key, client=key, repeat=rep)
-                        per[key].append(r)
-                        raw_runs.append(r)
-                        rate = f"{r['rate']:,.0f} msg/s" if r.get("rate") else "-"
-                        status = "ok" if r.get("ok") else f"FAILED: {r.get('error')}"
-                        print(f"  [{time.monotonic() - t_start:6.1f}s] {sc.key:<16} "
-                              f"{key:<14} run {rep + 1}/{args.repeats}: {rate} ({status})"
-                              f"{cpu_note(r)}", file=sys.stderr, flush=True)
-                results[sc.key] = {k: summarize(sc, k, runs, args.messages)
-                                   for k, runs in per.items()}
+                    for sc, entries in group:
+                        for key in entries:
+                            r = bench.run(sc, key)
+                            r.update(scenario=sc.key, client=key, repeat=rep)
+                            per[sc.key][key].append(r)
+                            raw_runs.append(r)
+                            rate = f"{r['rate']:,.0f} msg/s" if r.get("rate") else "-"
+                            status = "ok" if r.get("ok") else f"FAILED: {r.get('error')}"
+                            print(f"  [{time.monotonic() - t_start:6.1f}s] {sc.key:<16} "
+                                  f"{key:<14} run {rep + 1}/{args.repeats}: {rate} ({status})"
+                                  f"{cpu_note(r)}", file=sys.stderr, flush=True)
+                for sc, _ in group:
+                    results[sc.key] = {k: summarize(sc, k, runs, args.messages)
+                                       for k, runs in per[sc.key].items()}
         finally:
             if broker is not None:
                 if broker.proc is not None and broker.proc.poll() is not None:
