@@ -18,6 +18,9 @@ child installs uvloop's policy before the runner's ``asyncio.run``), and referen
 * QoS 0 publish: the raw pre-encoded QoS 0 ceiling (target: mqttfast.aio >= 0.95x);
 * QoS 1 publish: the raw pipelined QoS 1 ceiling (target >= 0.9x);
 * QoS 0 receive: the fastest asyncio peer of the same run and loop (target >= 1.1x);
+* QoS 0 backlog drain (bench_clients' ``qos0-backlog``: the broker holds the feed for the
+  client's session and only sends while it drains): the fastest asyncio peer that has the role
+  (gmqtt, mqttium), the same target;
 * broker-free publish and receive: the fastest asyncio peer (target >= 3x).
 
 ``mqttfast.aio`` publishes with ``publish_nowait`` and receives with ``on_message``; the
@@ -48,9 +51,11 @@ bc.CHILD.update({"mqttfast-aio": ("mqttfast_aio", "loop"),
 LOOPS = ("asyncio", "uvloop")
 DEFAULT_PEERS = ["gmqtt", "mqttium", "aiomqtt"]
 BEST_PEER = "best-peer"
+BACKLOG_PEERS = {"gmqtt", "mqttium"}  # the peers whose runner has the backlog role
 # (scenario key, target ratio, what the ratio is against)
 TARGETS = {"qos0-publish": (0.95, "raw"), "qos1-publish": (0.9, "raw"),
-           "qos0-receive": (1.1, BEST_PEER), "standin-publish": (3.0, BEST_PEER),
+           "qos0-receive": (1.1, BEST_PEER), "qos0-backlog": (1.1, BEST_PEER),
+           "standin-publish": (3.0, BEST_PEER),
            "standin-receive": (3.0, BEST_PEER)}
 
 
@@ -62,6 +67,9 @@ def scenarios(peers: List[str]) -> List[Scenario]:
         Scenario("qos1-publish", "qos1 publish", "publish", 1, ["raw"] + ours + peers, "raw",
                  "raw QoS 1 ceiling (pipelined, 65535 in flight)"),
         Scenario("qos0-receive", "qos0 receive", "receive", 0, iters + peers, BEST_PEER,
+                 "the fastest asyncio peer"),
+        Scenario("qos0-backlog", "qos0 backlog", "backlog", 0,
+                 iters + [p for p in peers if p in BACKLOG_PEERS], BEST_PEER,
                  "the fastest asyncio peer"),
         Scenario("standin-publish", "free qos0 publish", "standin-publish", 0, ours + peers,
                  BEST_PEER, "the fastest asyncio peer"),
@@ -179,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_aio-") as tmpdir:
         bench = LoopBench(args, tmpdir)
         broker = Broker(tmpdir)
-        if any(sc.kind in ("publish", "receive") for sc in plan):
+        if any(sc.kind in ("publish", "receive", "backlog") for sc in plan):
             broker.start()
             bench.broker = broker
             meta["versions"]["mosquitto"] = broker.version

@@ -61,6 +61,19 @@ Scenarios:
     to /dev/null), timed from the feeder's first write until the process exits (slightly in the
     clients' favour: it includes mosquitto_sub's disconnect and exit); the raw-socket reader
     (``raw reader``) is timed like the clients.
+``qos0-backlog``
+    Bulk ingestion catching up: the client under test subscribes at QoS 0 on a session that
+    outlives its connection (3.1.1: clean session off; MQTT 5: clean start off and a session
+    expiry) and disconnects; the feeder publishes N + 1,000 while it is away (the broker runs
+    with ``queue_qos0_messages true``, so it queues them; the feeder's closing PINGREQ is
+    answered once the broker has read them all); then the client connects to that session
+    again. Rate = N / (time from just before that connect until the N-th ``on_message``). The
+    broker only sends here: it neither reads a feed nor routes while the client drains, so on a
+    2-core machine the reader, not the broker, sets the rate, which the live ``qos0-receive``
+    cannot show (there the broker is at a full core for every reader). Reference:
+    ``mosquitto_sub -c -C N``, timed from starting the process to its exit (against it by its
+    start-up, a few ms); the raw-socket reader is timed like the clients. mqttfast, gmqtt,
+    mqttium and raw have the role.
 ``standin-publish``, ``standin-receive`` (broker-free)
     The stand-in peer of ``standin_peer.py`` (its own process) replaces the broker. Publish: the
     peer discards and counts; rate = N / (time until the peer has counted all N: the parent
@@ -162,7 +175,7 @@ class Scenario:
                  reference: str, ref_label: str, protocol: int = 4) -> None:
         self.key = key
         self.title = title
-        self.kind = kind  # "publish", "receive", "standin-publish", "standin-receive"
+        self.kind = kind  # "publish", "receive", "backlog", "standin-publish", "standin-receive"
         self.qos = qos
         self.entries = entries
         self.reference = reference  # an entry key, or "target"
@@ -184,6 +197,9 @@ def _scenarios() -> List[Scenario]:
             Scenario(f"qos0-receive{sfx}", f"qos0 receive{tsfx}", "receive", 0,
                      ["mosquitto_sub", "raw", "mqttfast"] + PEERS, "mosquitto_sub",
                      f"mosquitto_sub -C N{' -V mqttv5' if protocol == 5 else ''}", protocol),
+            Scenario(f"qos0-backlog{sfx}", f"qos0 backlog{tsfx}", "backlog", 0,
+                     ["mosquitto_sub", "raw", "mqttfast", "gmqtt", "mqttium"], "mosquitto_sub",
+                     f"mosquitto_sub -c -C N{' -V mqttv5' if protocol == 5 else ''}", protocol),
             Scenario(f"standin-publish{sfx}", f"free qos0 publish{tsfx}", "standin-publish", 0,
                      MQTTFAST + PEERS, "target",
                      "targets: 4M msg/s (publish()), 5M msg/s (publish_many)", protocol),
@@ -230,6 +246,11 @@ TARGETS = [
     ("MQTT 5 QoS 0 receive >= 0.95x mosquitto_sub", "qos0-receive-v5", "mqttfast", "ratio", 0.95),
     ("QoS 0 receive >= 1.1x gmqtt", "qos0-receive", "mqttfast", "vs:gmqtt", 1.1),
     ("MQTT 5 QoS 0 receive >= 1.1x gmqtt", "qos0-receive-v5", "mqttfast", "vs:gmqtt", 1.1),
+    ("QoS 0 backlog drain >= 0.95x mosquitto_sub", "qos0-backlog", "mqttfast", "ratio", 0.95),
+    ("MQTT 5 QoS 0 backlog drain >= 0.95x mosquitto_sub", "qos0-backlog-v5", "mqttfast", "ratio",
+     0.95),
+    ("QoS 0 backlog drain >= 1.1x gmqtt", "qos0-backlog", "mqttfast", "vs:gmqtt", 1.1),
+    ("MQTT 5 QoS 0 backlog drain >= 1.1x gmqtt", "qos0-backlog-v5", "mqttfast", "vs:gmqtt", 1.1),
     ("broker-free publish() >= 4M msg/s", "standin-publish", "mqttfast", "rate", 4e6),
     ("broker-free publish_many >= 5M msg/s", "standin-publish", "mqttfast-many", "rate", 5e6),
     ("broker-free receive >= 6M msg/s", "standin-receive", "mqttfast", "rate", 6e6),
@@ -401,6 +422,7 @@ class Broker:
                 "persistence false",
                 "max_queued_messages 10000000",
                 "max_inflight_messages 0",
+                "queue_qos0_messages true",  # the backlog runs: QoS 0 kept for an offline session
                 f"log_dest file {self.log_path}",
                 "log_type error", "log_type warning", "log_type notice",
                 "log_type information", "log_type subscribe",
@@ -515,6 +537,9 @@ class Bench:
             elif scenario.kind == "receive":
                 out = (self._mosquitto_sub(scenario, children) if key == "mosquitto_sub"
                        else self._broker_receive(scenario, key, children))
+            elif scenario.kind == "backlog":
+                out = (self._mosquitto_sub_backlog(scenario, children) if key == "mosquitto_sub"
+                       else self._broker_backlog(scenario, key, children))
             elif scenario.kind == "standin-publish":
                 out = self._standin_publish(scenario, key, children)
             else:
@@ -666,6 +691,65 @@ class Bench:
         return {"ok": True, "feeder": fres, "received": n, "lost": 0, "t_end": t_end,
                 "rate": n / (t_end - fres["t0"])}
 
+    def _fill_backlog(self, sc: Scenario, topic: str, children: List[Child]) -> Dict[str, Any]:
+        """Feed N + the margin while the session under test is offline; the feeder's ping
+        returns once the broker has read (and so queued) every message."""
+        feeder = self._feeder(sc, topic, children)
+        feeder.expect("ready", 20)
+        feeder.send("go")
+        return feeder.expect("result", self.timeout + 15)
+
+    def _broker_backlog(self, sc: Scenario, key: str, children: List[Child]) -> Dict[str, Any]:
+        n, port = self.n, self.broker.port  # type: ignore[union-attr]
+        topic = self.topic(sc)
+        client = Child(self.spec(key, "backlog", port, topic, 0, protocol=sc.protocol),
+                       self.tmpdir)
+        children.append(client)
+        self._remember(key, client.expect("ready", 20))  # subscribed, then disconnected
+        fres = self._fill_backlog(sc, topic, children)
+        meter = self._meter(client=client)
+        client.send("go")
+        cres = client.expect("result", self.timeout + 15)
+        received = cres["received"]
+        out: Dict[str, Any] = {"feeder": fres, "client": cres, "received": received,
+                               "lost": max(0, n - received), "cpu": meter.stop()}
+        if cres.get("t_last") is not None and cres.get("t0") is not None:
+            out["rate"] = n / (cres["t_last"] - cres["t0"])
+            out["first_to_last_rate"] = n / max(1e-9, cres["t_last"] - cres["t_first"])
+        out["ok"] = received >= n and "rate" in out
+        if not out["ok"]:
+            out["error"] = cres.get("error") or f"received {received} of {n}"
+        return out
+
+    def _mosquitto_sub_backlog(self, sc: Scenario, children: List[Child]) -> Dict[str, Any]:
+        n, broker = self.n, self.broker
+        assert broker is not None
+        exe = shutil.which("mosquitto_sub")
+        if exe is None:
+            raise RunFailed("mosquitto_sub not found (apt-get install mosquitto-clients)")
+        topic = self.topic(sc)
+        self.seq += 1
+        cid = f"bench-mosquitto_sub-{os.getpid()}-{self.seq}"
+        base = [exe, "-h", HOST, "-p", str(broker.port), "-i", cid, "-q", "0", "-t", topic, "-c"]
+        base += ["-V", "mqttv5", "-x", "3600"] if sc.protocol == 5 else ["-V", "mqttv311"]
+        # -E: exit once subscribed, leaving the session (and its subscription) at the broker
+        prime = subprocess.run(base + ["-E"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               timeout=20)
+        if prime.returncode != 0:
+            raise RunFailed(f"mosquitto_sub -E exited with {prime.returncode}: "
+                            f"{prime.stderr.decode(errors='replace')[-300:]}")
+        fres = self._fill_backlog(sc, topic, children)
+        t0 = perf_counter()  # includes starting the process: slightly against mosquitto_sub
+        proc = subprocess.run(base + ["-C", str(n)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=self.timeout)
+        t_end = perf_counter()
+        if proc.returncode != 0:
+            raise RunFailed(f"mosquitto_sub exited with {proc.returncode}: "
+                            f"{proc.stderr.decode(errors='replace')[-300:]}")
+        self.child_info["mosquitto_sub"] = {"version": broker.version}
+        return {"ok": True, "feeder": fres, "received": n, "lost": 0, "t0": t0, "t_end": t_end,
+                "rate": n / (t_end - t0)}
+
     def _standin_publish(self, sc: Scenario, key: str, children: List[Child]) -> Dict[str, Any]:
         from standin_peer import StandinPeer
         n = self.n
@@ -739,7 +823,8 @@ def summarize(scenario: Scenario, key: str, runs: List[dict], n: int) -> dict:
     losts = [r["lost"] for r in runs if r.get("lost") is not None and not r.get("timed_out")]
     errors = [r["error"] for r in runs if r.get("error")]
     warnings = [r["warning"] for r in runs if r.get("warning")]
-    label = "raw reader" if scenario.kind == "receive" and key == "raw" else LABELS[key]
+    reader = scenario.kind in ("receive", "backlog") and key == "raw"
+    label = "raw reader" if reader else LABELS[key]
     row = {"scenario": scenario.key, "client": key, "label": label, "runs": len(runs),
            "ok_runs": len(rates), "rates": [r.get("rate") for r in runs],
            "rate": statistics.median(rates) if rates else None,
@@ -817,6 +902,7 @@ def render(results: Dict[str, Dict[str, dict]], meta: dict) -> Tuple[str, List[d
                                             if sc.key in results))
     out.append("rates: publish = N / (first publish -> the subscriber has all N; QoS 1/2: and "
                "every ack); receive = N / (feeder's first write -> N-th on_message); "
+               "backlog = N / (connect to the held session -> N-th on_message); "
                "broker-free publish = N / (first publish -> the peer counted all N); broker-free "
                "receive = N / (first -> N-th on_message). spread = (max - min) / median.")
     targets = []
@@ -851,6 +937,7 @@ def render(results: Dict[str, Dict[str, dict]], meta: dict) -> Tuple[str, List[d
 
 
 MD_TITLES = {"publish": "QoS {qos} publish", "receive": "QoS 0 receive, `on_message`",
+             "backlog": "QoS 0 backlog drain, `on_message`",
              "standin-publish": "broker-free QoS 0 publish", "standin-receive":
              "broker-free receive + callback"}
 
@@ -1056,7 +1143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_clients-") as tmpdir:
         bench = Bench(args, tmpdir)
         broker = None
-        if any(sc.kind in ("publish", "receive") for sc, _ in plan):
+        if any(sc.kind in ("publish", "receive", "backlog") for sc, _ in plan):
             broker = Broker(tmpdir)
             broker.start()
             bench.broker = broker

@@ -90,6 +90,40 @@ def publish(spec: Dict[str, Any], ctl: Control) -> None:
 
 
 def receive(spec: Dict[str, Any], ctl: Control) -> None:
+    c, state, done = _counting_client(spec)
+    c.connect(spec["host"], spec["port"])
+    c.subscribe(spec["topic"], spec["qos"]).wait(10)
+    ctl.on_stop(done.set)
+    ctl.ready(**_info())
+    timed_out = not done.wait(spec["timeout"])
+    got = tuple(state)
+    c.disconnect()
+    received(ctl, got, n=spec["n"], timed_out=timed_out, **_info())
+
+
+def backlog(spec: Dict[str, Any], ctl: Control) -> None:
+    """Subscribe on a session that outlives the connection (3.1.1: ``clean_session=False``;
+    MQTT 5: ``clean_start=False`` and a session expiry), disconnect, say ready; at ``go`` the
+    broker holds the feed: connect the same Client again (``t0`` just before) and count."""
+    session = ({"clean_session": False} if int(spec.get("protocol") or 4) == 4
+               else {"clean_start": False, "session_expiry": 3600})
+    c, state, done = _counting_client(spec, **session)
+    c.connect(spec["host"], spec["port"])
+    c.subscribe(spec["topic"], spec["qos"]).wait(10)
+    c.disconnect()
+    ctl.on_stop(done.set)
+    ctl.ready(**_info())
+    ctl.wait_go(spec["timeout"])
+    t0 = perf_counter()
+    c.connect(spec["host"], spec["port"])
+    timed_out = not done.wait(spec["timeout"])
+    got = tuple(state)
+    c.disconnect()
+    received(ctl, got, n=spec["n"], timed_out=timed_out, t0=t0, **_info())
+
+
+def _counting_client(spec: Dict[str, Any], **session: Any) -> Any:
+    """A Client whose ``on_message`` counts to the spec's ``n`` (then sets ``done``)."""
     n = spec["n"]
     done = threading.Event()
     state: List[Any] = [0, None, None]  # count, t_first, t_last
@@ -105,13 +139,6 @@ def receive(spec: Dict[str, Any], ctl: Control) -> None:
 
     options = {} if spec.get("read_delay") is None else {"max_read_delay": spec["read_delay"]}
     c = mqttfast.Client(client_id=spec["client_id"], protocol=int(spec.get("protocol") or 4),
-                        **options)
+                        **options, **session)
     c.on_message = on_message
-    c.connect(spec["host"], spec["port"])
-    c.subscribe(spec["topic"], spec["qos"]).wait(10)
-    ctl.on_stop(done.set)
-    ctl.ready(**_info())
-    timed_out = not done.wait(spec["timeout"])
-    got = tuple(state)
-    c.disconnect()
-    received(ctl, got, n, timed_out, **_info())
+    return c, state, done

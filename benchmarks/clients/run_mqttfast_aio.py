@@ -126,6 +126,59 @@ async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
     received(ctl, got, n, timed_out, **_info())
 
 
+async def _backlog(spec: Dict[str, Any], ctl: Control) -> None:
+    """Subscribe on a session that outlives the connection, disconnect, say ready; at ``go``
+    (the broker holds the feed) connect the same Client again (``t0`` just before) and count,
+    with ``on_message`` or (variant ``iter``) the ``messages()`` iterator."""
+    n = spec["n"]
+    done = asyncio.Event()
+    state: List[Any] = [0, None, None]  # count, t_first, t_last
+
+    def count(message: Any) -> None:
+        k = state[0] + 1
+        state[0] = k
+        if k == 1:
+            state[1] = perf_counter()
+        if k == n:
+            state[2] = perf_counter()
+            done.set()
+
+    protocol = int(spec.get("protocol") or 4)
+    session: Dict[str, Any] = ({"clean_session": False} if protocol == 4
+                               else {"clean_start": False, "session_expiry": 3600})
+    iterate = spec.get("variant") == "iter"
+    c = aio.Client(spec["client_id"], protocol, max_messages=65536, **session)
+    if not iterate:
+        c.on_message = count
+    await c.connect(spec["host"], spec["port"])
+    await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
+    await c.disconnect()
+    ctl.ready(**_info())
+    await asyncio.get_running_loop().run_in_executor(None, ctl.wait_go, spec["timeout"])
+    consumer = None
+    if iterate:
+        async def consume() -> None:
+            async for m in c.messages():
+                count(m)
+        consumer = asyncio.ensure_future(consume())
+    t0 = perf_counter()
+    await c.connect(spec["host"], spec["port"])
+    try:
+        await asyncio.wait_for(done.wait(), spec["timeout"])
+        timed_out = False
+    except asyncio.TimeoutError:
+        timed_out = True
+    got = tuple(state)
+    if consumer is not None:
+        consumer.cancel()
+    await c.disconnect()
+    received(ctl, got, n, timed_out, t0=t0, **_info())
+
+
+def backlog(spec: Dict[str, Any], ctl: Control) -> None:
+    asyncio.run(_backlog(spec, ctl))
+
+
 def publish(spec: Dict[str, Any], ctl: Control) -> None:
     asyncio.run(_publish(spec, ctl))
 

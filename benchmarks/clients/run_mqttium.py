@@ -30,7 +30,7 @@ from typing import Any, Dict, List
 
 import mqttium
 from mqttium import FlowControlError, MQTTProtocolVersion
-from mqttium.api import AsyncClient
+from mqttium.api import AsyncClient, Properties
 
 from .child import Control, payload_of, received, until_set
 
@@ -136,6 +136,49 @@ async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
     got = tuple(state)
     await c.disconnect()
     received(ctl, got, n, timed_out, **_info())
+
+
+async def _backlog(spec: Dict[str, Any], ctl: Control) -> None:
+    """Subscribe on a session that outlives the connection (``clean_start=False``; MQTT 5 also
+    a session expiry), disconnect, say ready; at ``go`` (the broker holds the feed) connect the
+    same client again (``t0`` just before) and count with the callback delivery."""
+    n = spec["n"]
+    done = asyncio.Event()
+    state: List[Any] = [0, None, None]  # count, t_first, t_last
+
+    def on_message(message: Any) -> None:
+        k = state[0] + 1
+        state[0] = k
+        if k == 1:
+            state[1] = perf_counter()
+        if k == n:
+            state[2] = perf_counter()
+            done.set()
+
+    extra = ({"connect_properties": Properties({"session_expiry_interval": 3600})}
+             if spec.get("protocol") == 5 else {})
+    c = AsyncClient(spec["client_id"], protocol=_protocol(spec), message_delivery="callback",
+                    clean_start=False, **extra)
+    c.on_message = on_message
+    await c.connect(spec["host"], spec["port"])
+    await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
+    await c.disconnect()
+    ctl.ready(**_info())
+    await asyncio.get_running_loop().run_in_executor(None, ctl.wait_go, spec["timeout"])
+    t0 = perf_counter()
+    await c.connect(spec["host"], spec["port"])
+    try:
+        await asyncio.wait_for(done.wait(), spec["timeout"])
+        timed_out = False
+    except asyncio.TimeoutError:
+        timed_out = True
+    got = tuple(state)
+    await c.disconnect()
+    received(ctl, got, n, timed_out, t0=t0, **_info())
+
+
+def backlog(spec: Dict[str, Any], ctl: Control) -> None:
+    asyncio.run(_backlog(spec, ctl))
 
 
 def publish(spec: Dict[str, Any], ctl: Control) -> None:

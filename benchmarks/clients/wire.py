@@ -17,6 +17,8 @@ has a ceiling of its own protocol (one byte longer per message than MQTT 3.1.1's
   receives. They are all the same length (one topic, one payload
   size, QoS 0 so no packet id), so it counts bytes, checking each frame's first two bytes by
   strided slicing. It never falls behind the broker.
+* ``backlog``: the raw-socket reader of the backlog runs: the same count, on a session that
+  outlives its connection and is resumed after the broker has queued the feed.
 
 None of this is a client: no keep-alive (``keepalive=0``), no retries, nothing decoded that is
 not needed. It is what "as fast as the socket and the broker allow, from Python" means.
@@ -61,10 +63,19 @@ def _props(protocol: int) -> bytes:
     return b"\x00" if protocol == 5 else b""
 
 
+SESSION_EXPIRY = 3600  # the backlog runs' MQTT 5 sessions outlive the priming connection
+
+
 def connect_frame(client_id: str, keepalive: int = 0, clean: bool = True,
                   protocol: int = 4) -> bytes:
+    """CONNECT. ``clean=False`` asks for a session that outlives the connection (MQTT 5: clean
+    start 0 and a Session Expiry Interval of ``SESSION_EXPIRY``)."""
     body = _str("MQTT") + bytes((protocol, 0x02 if clean else 0)) + struct.pack("!H", keepalive)
-    body += _props(protocol) + _str(client_id)
+    if protocol == 5 and not clean:
+        body += b"\x05\x11" + struct.pack("!I", SESSION_EXPIRY)
+    else:
+        body += _props(protocol)
+    body += _str(client_id)
     return b"\x10" + varint(len(body)) + body
 
 
@@ -106,12 +117,12 @@ def _recv_packet(sock: socket.socket) -> bytes:
     return head + _recv_exactly(sock, length)
 
 
-def open_session(spec: Dict[str, Any]) -> socket.socket:
-    """Connect, send CONNECT (the spec's protocol, clean session, no keep-alive), check the
-    CONNACK (an MQTT 5 one carries properties: read it whole)."""
+def open_session(spec: Dict[str, Any], clean: bool = True) -> socket.socket:
+    """Connect, send CONNECT (the spec's protocol, a clean session unless ``clean`` is false, no
+    keep-alive), check the CONNACK (an MQTT 5 one carries properties: read it whole)."""
     sock = socket.create_connection((spec["host"], spec["port"]), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(connect_frame(spec["client_id"], protocol=_protocol(spec)))
+    sock.sendall(connect_frame(spec["client_id"], clean=clean, protocol=_protocol(spec)))
     connack = _recv_packet(sock)
     if connack[0] != 0x20 or connack[3] != 0:
         raise ConnectionError(f"connection refused: CONNACK {connack.hex()}")
@@ -267,16 +278,27 @@ def subscriber(spec: Dict[str, Any], ctl: Control, batch: bool = True) -> None:
     batched, it spends a few hundredths of a second, and the run's end is late by at most the
     poll (2 ms). As the receive scenarios' raw reader (``receive``) it reads every segment at
     once, like the clients it is compared with."""
-    n = spec["n"]
-    protocol = _protocol(spec)
-    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0, protocol=protocol)
-    flen = len(frame)
-    rl_byte = frame[1]
     sock = open_session(spec)
-    sock.sendall(subscribe_frame(1, spec["topic"], 0, protocol))
+    _subscribe(sock, spec)
+    ctl.ready()
+    _count(sock, spec, ctl, batch)
+
+
+def _subscribe(sock: socket.socket, spec: Dict[str, Any]) -> None:
+    sock.sendall(subscribe_frame(1, spec["topic"], 0, _protocol(spec)))
     suback = _recv_packet(sock)
     if suback[0] != 0x90 or suback[-1] >= 0x80:
         raise ConnectionError(f"subscription refused: SUBACK {suback.hex()}")
+
+
+def _count(sock: socket.socket, spec: Dict[str, Any], ctl: Control, batch: bool,
+           **info: Any) -> None:
+    """Read and count the ``n`` QoS 0 PUBLISHes of one topic, then report (with ``info``)."""
+    n = spec["n"]
+    frame = publish_frame(spec["topic"], payload_of(spec["payload_size"]), 0,
+                          protocol=_protocol(spec))
+    flen = len(frame)
+    rl_byte = frame[1]
     deadline = time.monotonic() + spec["timeout"]
     lowat = SUBSCRIBER_LOWAT if batch and hasattr(socket, "SO_RCVLOWAT") else 1
     low = lowat  # what the socket has now
@@ -291,7 +313,6 @@ def subscriber(spec: Dict[str, Any], ctl: Control, batch: bool = True) -> None:
     bad = None
     stop = ctl.stop
     timed_out = False
-    ctl.ready()
     while count < n:
         try:
             got = sock.recv_into(mv[fill:])
@@ -335,7 +356,22 @@ def subscriber(spec: Dict[str, Any], ctl: Control, batch: bool = True) -> None:
         pass
     sock.close()
     ctl.result(received=count, t_first=t_first, t_last=t_last, ok=count >= n and bad is None,
-               error=bad, timed_out=timed_out)
+               error=bad, timed_out=timed_out, **info)
+
+
+def backlog(spec: Dict[str, Any], ctl: Control) -> None:
+    """The **raw-socket reader** of the backlog scenarios: subscribe on a session that outlives
+    the connection, disconnect, say ready; at ``go`` (the broker holds the feed by then)
+    reconnect to that session and count like ``receive``. ``t0`` is taken before connecting."""
+    sock = open_session(spec, clean=False)
+    _subscribe(sock, spec)
+    sock.sendall(DISCONNECT)
+    sock.close()
+    ctl.ready()
+    ctl.wait_go(spec["timeout"])
+    t0 = perf_counter()
+    sock = open_session(spec, clean=False)
+    _count(sock, spec, ctl, batch=False, t0=t0)
 
 
 def receive(spec: Dict[str, Any], ctl: Control) -> None:
