@@ -44,10 +44,11 @@ Scenarios:
       everything must arrive, as fast as it is fed;
     * burst: ``--fan-messages`` as fast as possible: the broker, at ~100% of a core, sets the
       rate. ``--fan-repeats`` runs of each kind (default 3), alternated ABBA; the median run of
-      each is shown, with the spread and every run's rate. A last run, bare sockets that sleep ``--pause-ms`` after each pass over the ready
-      sockets, shows that the broker's cost per delivery depends on how its subscribers read:
-      deliveries left to pile up in a socket cost it less than ones read at once (presumably
-      fewer wake-ups and TCP window updates), so this reference gets more from the same broker.
+      each is shown, with the spread and every run's rate. A last run, bare sockets that sleep
+      ``--pause-ms`` after each pass over the ready sockets, shows that the broker's cost per
+      delivery depends on how its subscribers read and acknowledge. ``bench sub`` with more
+      than one connection acknowledges every read at once (``--quickack``, its default there;
+      ``mqttfast/quickack.py``); ``--no-quickack`` here passes it ``--no-quickack`` to compare.
 
     mqttfast keeps up when it gets >= 0.9x the bare sockets' deliveries/s with nothing missing.
     Then one subscriber: ``mosquitto_sub -C K2`` and ``bench sub -c 1`` each receive K2
@@ -175,7 +176,7 @@ class Broker:
                 self.proc.wait(5)
 
 
-SUB_OPTIONS: List[str] = []  # more options for every ``bench sub`` (--read-delay)
+SUB_OPTIONS: List[str] = []  # more options for every ``bench sub`` (--read-delay, --no-quickack)
 
 
 def bench_cmd(*args: Any) -> List[str]:
@@ -821,12 +822,17 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64, help="payload bytes")
     ap.add_argument("--read-delay", type=float, default=None, metavar="S",
                     help="`mqttfast bench sub --read-delay S` (batched reads; default: its own)")
+    ap.add_argument("--no-quickack", action="store_true",
+                    help="every bench sub without prompt acknowledgements (its default with "
+                         "more than one connection is --quickack)")
     ap.add_argument("--only", help="comma-separated: connections, qos0-publish, fan-out")
     ap.add_argument("--quick", action="store_true", help="2,000 clients, fewer messages")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if args.read_delay is not None:
         SUB_OPTIONS[:] = ["--read-delay", f"{args.read_delay:g}"]
+    if args.no_quickack:
+        SUB_OPTIONS.append("--no-quickack")
     if args.quick:
         args.clients, args.messages, args.fan_messages, args.single_messages = \
             2000, 500_000, 20, 100_000

@@ -37,6 +37,7 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 from .batching import DEFAULT_READ_DELAY, ReadBatcher, batcher_for, set_lowat
 from .errors import ConnectionLost, MQTTError, ProtocolError
 from .events import ConnectionRefused, ConnectionState, Connected, Disconnected
+from .quickack import ack_now, available
 from .session import Session
 from .websocket import WebSocket, WebSocketError
 from .websocket import frame as ws_frame
@@ -127,7 +128,7 @@ class Connection:
                  source_address: Optional[Tuple[str, int]] = None,
                  unix_path: Optional[str] = None,
                  websocket: Optional[Callable[[], WebSocket]] = None,
-                 max_read_delay: float = DEFAULT_READ_DELAY) -> None:
+                 max_read_delay: float = DEFAULT_READ_DELAY, quickack: bool = False) -> None:
         self.loop = loop
         self.session = session
         self.handler = handler
@@ -145,6 +146,8 @@ class Connection:
         self.ws: Optional[WebSocket] = None  # the current connection's, once upgrading
         self.max_read_delay = max_read_delay  # batching.py: 0 reads every segment at once
         self._batcher: Optional[ReadBatcher] = None  # the current TCP socket's, once OPEN
+        self.quickack = quickack  # quickack.py: acknowledge at once after every read
+        self._acking = False  # quickack, on the current socket, while it takes the option
         self._wprefix = 0  # bytes at the front of _wbuf that are WebSocket framing, not MQTT
         self.lock = threading.Lock()  # guards ``session`` against other threads
         self.sock: Optional[socket.socket] = None
@@ -361,6 +364,7 @@ class Connection:
         now = _monotonic()
         if self.unix_path is None and self.max_read_delay > 0:  # a Unix socket ignores the mark
             self._batcher = batcher_for(self.sock, self.max_read_delay, now)
+        self._acking = self.quickack and available(self.sock)
         with self.lock:
             self.session.start(now)
         self._set_events(selectors.EVENT_READ)
@@ -459,6 +463,8 @@ class Connection:
             if not n:
                 self.close(ConnectionLost("the broker closed the connection"))
                 return
+            if self._acking and not ack_now(sock):
+                self._acking = False
             now = _monotonic()
             batcher = self._batcher
             if batcher is not None:

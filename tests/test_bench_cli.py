@@ -255,6 +255,47 @@ def test_read_delay_reaches_every_connection():
     assert Options(kind="sub").read_delay == 0.0
 
 
+def test_quickack_default_follows_the_subscriber_count():
+    """``bench sub`` with more than one connection acknowledges every read at once (a burst
+    after the subscriptions arrived about twice as fast); one subscriber, and ``bench pub``, do
+    not; ``--quickack`` / ``--no-quickack`` decide instead of the count."""
+    from mqttfast.bench.cli import build_parser, make_options
+    from mqttfast.bench.runner import Options
+
+    def opts(kind: str, *args: str) -> Any:
+        return make_options(kind, build_parser(kind).parse_args(["-t", "a", *args]))
+
+    assert opts("sub", "-c", "2").quickack is True
+    assert opts("sub", "-c", "100").quickack is True
+    assert opts("sub", "-c", "1").quickack is False
+    assert opts("sub", "-c", "2", "--no-quickack").quickack is False
+    assert opts("sub", "-c", "1", "--quickack").quickack is True
+    assert opts("pub", "-c", "10").quickack is False
+    assert opts("pub", "-c", "10", "--quickack").quickack is True
+    assert Options(kind="sub").quickack is False
+
+
+def test_sub_with_quickack_loses_nothing(broker, tmp_path):
+    """Two subscribers with prompt acknowledgements (the default for -c 2) and one without: every
+    message counted by each, in order."""
+    base = uid("bench")
+    results = []
+    for flag in ("--quickack", "--no-quickack"):
+        sub_json = tmp_path / f"sub{flag}.json"
+        sub = Background("sub", "-p", broker.port, "-c", 2, "-t", f"{base}{flag}/#", "-L", 20000,
+                         "--duration", 20, flag, "--json", sub_json)
+        sub.wait_for("2 of 2 clients subscribed")
+        pub = run("pub", "-p", broker.port, "-c", 1, "-i", 0, "-I", 0, "-t", f"{base}{flag}/%i",
+                  "-L", 10000, "-s", 64, "--payload-hdrs")
+        assert pub.returncode == 0, pub.stderr
+        done = sub.finish()
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads(sub_json.read_text())["summary"])
+    for s in results:
+        assert s["received"] == 20000 and s["stop_reason"] == "limit", s
+        assert (s["lost"], s["duplicated"], s["out_of_order"]) == (0, 0, 0)
+
+
 def test_sub_with_batched_reads_loses_nothing(broker, tmp_path):
     """A burst read with ``--read-delay 0.001``: every message counted, none waits past the run."""
     base = uid("bench")

@@ -45,6 +45,7 @@ from ..events import (
     Unsubscribed,
 )
 from ..loop import Backoff
+from ..quickack import ack_now, available, check_quickack
 from ..session import CONNECTED, DISCONNECTED, Outgoing, Session, subscriptions_from
 from ..store import MemoryStore
 from ..url import is_url
@@ -109,7 +110,7 @@ class Client:
                  max_buffer: int = 8 * 1024 * 1024,
                  manual_ack: bool = False, store: Optional[MemoryStore] = None,
                  max_messages: int = 10_000, when_full: str = "pause",
-                 max_read_delay: float = DEFAULT_READ_DELAY) -> None:
+                 max_read_delay: float = DEFAULT_READ_DELAY, quickack: bool = False) -> None:
         if clean_session is not None and clean_start is not None and clean_session != clean_start:
             raise ValueError("clean_session and clean_start are the same flag: give one")
         clean = clean_session if clean_session is not None else (
@@ -133,6 +134,7 @@ class Client:
         if tls is True:
             tls = tls_context()
         self.max_read_delay = check_read_delay(max_read_delay)
+        self.quickack = check_quickack(quickack)
         self.protocol = protocol
         self.tls: Optional[ssl.SSLContext] = tls or None
         self.server_hostname = server_hostname
@@ -198,6 +200,7 @@ class Client:
         self._batcher: Optional[ReadBatcher] = None
         self._batch_sock: Any = None
         self._batch_timer: Optional[asyncio.TimerHandle] = None
+        self._ack_sock: Any = None  # quickack: the current TCP socket, while it takes the option
         self.dropped = 0  # messages discarded by when_full="drop"
         self._subscriptions: Dict[str, Subscription] = {}
         self._requests: Dict[int, RequestHandle] = {}
@@ -405,9 +408,11 @@ class Client:
 
     def _start_batching(self, transport: asyncio.BaseTransport, now: float) -> None:
         """Read in batches on a TCP socket that takes a low-water mark (not on a Unix one, which
-        ignores it, nor on the Proactor loop, whose reads do not wait for readiness)."""
+        ignores it, nor on the Proactor loop, whose reads do not wait for readiness); with
+        ``quickack``, acknowledge every read at once on a TCP socket (any loop)."""
         self._stop_batching()
         sock = transport.get_extra_info("socket")
+        self._ack_sock = sock if self.quickack and available(sock) else None
         if sock is None or self.max_read_delay <= 0 or \
                 sock.family not in (socket.AF_INET, socket.AF_INET6) or \
                 isinstance(self._loop, getattr(asyncio, "ProactorEventLoop", ())):
@@ -416,7 +421,7 @@ class Client:
         self._batch_sock = sock if self._batcher is not None else None
 
     def _stop_batching(self) -> None:
-        self._batcher = self._batch_sock = None
+        self._batcher = self._batch_sock = self._ack_sock = None
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._batch_timer = None
@@ -445,6 +450,8 @@ class Client:
             return
         session = self.session
         now = self._now()
+        if self._ack_sock is not None and not ack_now(self._ack_sock):
+            self._ack_sock = None
         batcher = self._batcher
         if batcher is not None:
             lowat = batcher.read(len(data), now)

@@ -78,6 +78,7 @@ class Options:
     ws_path: Optional[str] = None  # --url ws(s)://host/path: MQTT over WebSocket
     connect_timeout: float = 10.0
     read_delay: float = DEFAULT_READ_DELAY  # each connection's max_read_delay (batching.py)
+    quickack: bool = False  # each connection acknowledges every read at once (quickack.py)
     duration: Optional[float] = None
     topics: List[str] = field(default_factory=list)
     msg_interval_ms: float = 1000.0
@@ -327,7 +328,8 @@ class Runner:
         conn = Connection(self.loop, session, client, opts.addr, opts.port, ssl_context=self.ssl,
                           server_hostname=opts.host, connect_timeout=opts.connect_timeout,
                           reconnect=None, source_address=source, unix_path=opts.unix_path,
-                          websocket=self._websocket, max_read_delay=opts.read_delay)
+                          websocket=self._websocket, max_read_delay=opts.read_delay,
+                          quickack=opts.quickack)
         client.conn = conn
         client.session = session
         self.loop.connections.add(conn)
