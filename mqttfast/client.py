@@ -243,9 +243,9 @@ class Client:
     traffic is read as it comes.
 
     ``quickack`` (default False; Linux): acknowledge every read at once (``TCP_QUICKACK``,
-    ``mqttfast.quickack``). For many subscribing clients on one shared ``Loop``: a burst right
-    after their subscriptions then reached them about twice as fast through mosquitto; a single
-    fast connection is faster without it.
+    ``mqttfast.quickack``). Where the broker fans the same messages out to several subscribers:
+    a burst right after their subscriptions then reached 2-100 of them about twice as fast
+    through mosquitto; a lone fast subscriber is faster without it.
     """
 
     def __init__(self, client_id: str = "", protocol: int = 4, *, username: Optional[str] = None,

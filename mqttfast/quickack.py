@@ -1,15 +1,16 @@
-"""Prompt TCP acknowledgements: ``TCP_QUICKACK`` after every read, for many subscribers on one loop.
+"""Prompt TCP acknowledgements: ``TCP_QUICKACK`` after every read, for fan-out subscribers.
 
 A client that sends a packet just after receiving one (SUBSCRIBE after CONNACK) puts its socket
 in the kernel's interactive mode, where acknowledgements wait to ride on the next reply, and a
-subscriber never replies. Measured through mosquitto 2.0 on a Linux host whose TCP congestion
-control is BBR (``benchmarks/bench_scale.py --only fan-out``): a burst that follows the
-subscriptions of 2, 10 and 100 subscribers on one loop reached them at 1.7-2.2x the deliveries a
-second with an immediate acknowledgement after each read, and mosquitto's CPU per delivery fell
-from 3.0 to 1.4 us (without, most of its time went to pacing its sends). One fast connection
+subscriber never replies. Measured through mosquitto 2.0 on loopback, on a Linux VM whose TCP
+congestion control is BBR (``benchmarks/bench_scale.py --only fan-out``): a burst that follows
+the subscriptions of 2, 10 and 100 ``bench sub`` subscribers reached them at 1.5-2.2x the
+deliveries a second with an immediate acknowledgement after each read, and mosquitto's CPU per
+delivery fell from 3.0 to 1.4 us (without, perf put most of its time inside ``tcp_write_xmit``,
+in a stretch with interrupts off that its sampling clock cannot see into). One fast subscriber
 is better off without it: there the extra acknowledgements cost the broker more than they save
-(0.80-0.90x). Hence off by default; ``mqttfast bench sub`` turns it on when it drives more than
-one connection.
+(0.80-0.90x the messages a second). Hence off by default in the clients; ``mqttfast bench sub``
+turns it on when it drives more than one connection.
 
 Linux only; elsewhere (no ``TCP_QUICKACK``) the option does nothing. The kernel forgets the
 setting on its own, so it is set again after each read: one system call per read, not per message.
