@@ -259,6 +259,19 @@ TARGETS = [
 
 # ---------------------------------------------------------------------- processes
 
+def _receiver_rates(out: Dict[str, Any], cres: Dict[str, Any], n: int,
+                    t0: Optional[float]) -> Dict[str, Any]:
+    """A receiving run's ``rate`` (N / ``t0`` to the N-th message) and first-to-last rate, its
+    ``ok`` (all N, timed) and ``error``."""
+    if cres.get("t_last") is not None and t0 is not None:
+        out["rate"] = n / (cres["t_last"] - t0)
+        out["first_to_last_rate"] = n / max(1e-9, cres["t_last"] - cres["t_first"])
+    out["ok"] = out["received"] >= n and "rate" in out
+    if not out["ok"]:
+        out["error"] = cres.get("error") or f"received {out['received']} of {n}"
+    return out
+
+
 class RunFailed(Exception):
     pass
 
@@ -638,29 +651,29 @@ class Bench:
         received = cres["received"]
         out: Dict[str, Any] = {"feeder": fres, "client": cres, "received": received,
                                "lost": max(0, n - received), "cpu": meter.stop()}
-        if cres.get("t_last") is not None:
-            out["rate"] = n / (cres["t_last"] - fres["t0"])
-            out["first_to_last_rate"] = n / max(1e-9, cres["t_last"] - cres["t_first"])
-        out["ok"] = received >= n and cres.get("t_last") is not None
-        if not out["ok"]:
-            out["error"] = f"received {received} of {n}"
-        return out
+        return _receiver_rates(out, cres, n, fres["t0"])
 
-    def _mosquitto_sub(self, sc: Scenario, children: List[Child]) -> Dict[str, Any]:
-        n, broker = self.n, self.broker
-        assert broker is not None
+    def _mosquitto_sub_args(self, sc: Scenario) -> Tuple[List[str], str, str]:
+        """``mosquitto_sub`` for this run (QoS 0, the scenario's protocol), its topic, its id."""
+        assert self.broker is not None
         exe = shutil.which("mosquitto_sub")
         if exe is None:
             raise RunFailed("mosquitto_sub not found (apt-get install mosquitto-clients)")
         topic = self.topic(sc)
-        feeder = self._feeder(sc, topic, children)
         self.seq += 1
         cid = f"bench-mosquitto_sub-{os.getpid()}-{self.seq}"
+        return ([exe, "-h", HOST, "-p", str(self.broker.port), "-V",
+                 "mqttv5" if sc.protocol == 5 else "mqttv311", "-i", cid, "-q", "0",
+                 "-t", topic], topic, cid)
+
+    def _mosquitto_sub(self, sc: Scenario, children: List[Child]) -> Dict[str, Any]:
+        n, broker = self.n, self.broker
+        assert broker is not None
+        cmd, topic, cid = self._mosquitto_sub_args(sc)
+        feeder = self._feeder(sc, topic, children)
         since = broker.log_size()
-        proc = subprocess.Popen(
-            [exe, "-h", HOST, "-p", str(broker.port), "-V",
-             "mqttv5" if sc.protocol == 5 else "mqttv311", "-i", cid, "-q", "0",
-             "-t", topic, "-C", str(n)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd + ["-C", str(n)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
         try:
             if not broker.wait_subscribed(cid, topic, since, 20):
                 raise RunFailed("mosquitto_sub did not subscribe within 20 s")
@@ -713,25 +726,13 @@ class Bench:
         received = cres["received"]
         out: Dict[str, Any] = {"feeder": fres, "client": cres, "received": received,
                                "lost": max(0, n - received), "cpu": meter.stop()}
-        if cres.get("t_last") is not None and cres.get("t0") is not None:
-            out["rate"] = n / (cres["t_last"] - cres["t0"])
-            out["first_to_last_rate"] = n / max(1e-9, cres["t_last"] - cres["t_first"])
-        out["ok"] = received >= n and "rate" in out
-        if not out["ok"]:
-            out["error"] = cres.get("error") or f"received {received} of {n}"
-        return out
+        return _receiver_rates(out, cres, n, cres.get("t0"))
 
     def _mosquitto_sub_backlog(self, sc: Scenario, children: List[Child]) -> Dict[str, Any]:
         n, broker = self.n, self.broker
         assert broker is not None
-        exe = shutil.which("mosquitto_sub")
-        if exe is None:
-            raise RunFailed("mosquitto_sub not found (apt-get install mosquitto-clients)")
-        topic = self.topic(sc)
-        self.seq += 1
-        cid = f"bench-mosquitto_sub-{os.getpid()}-{self.seq}"
-        base = [exe, "-h", HOST, "-p", str(broker.port), "-i", cid, "-q", "0", "-t", topic, "-c"]
-        base += ["-V", "mqttv5", "-x", "3600"] if sc.protocol == 5 else ["-V", "mqttv311"]
+        cmd, topic, _ = self._mosquitto_sub_args(sc)
+        base = cmd + ["-c"] + (["-x", "3600"] if sc.protocol == 5 else [])  # a lasting session
         # -E: exit once subscribed, leaving the session (and its subscription) at the broker
         prime = subprocess.run(base + ["-E"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                timeout=20)

@@ -112,6 +112,26 @@ async def until_set(ctl: Control, done: Any, timeout: float, **info: Any) -> boo
     loop = asyncio.get_running_loop()
     ctl.on_stop(lambda: loop.call_soon_threadsafe(done.set))
     ctl.ready(**info)
+    return await until_done(done, timeout)
+
+
+async def until_go(ctl: Control, done: Any, timeout: float, **info: Any) -> float:
+    """An asyncio backlog runner, its session subscribed and offline: say ready, wait (in a
+    thread) for the parent's ``go``, which comes once the broker holds the feed, and return the
+    time just after it (``t0``). The parent's ``stop`` sets ``done`` from then on."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    ctl.on_stop(lambda: loop.call_soon_threadsafe(done.set))
+    ctl.ready(**info)
+    await loop.run_in_executor(None, ctl.wait_go, timeout)
+    return time.perf_counter()
+
+
+async def until_done(done: Any, timeout: float) -> bool:
+    """Wait for ``done`` (an ``asyncio.Event``); True if ``timeout`` passed first."""
+    import asyncio
+
     try:
         await asyncio.wait_for(done.wait(), timeout)
     except asyncio.TimeoutError:

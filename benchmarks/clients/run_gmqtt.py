@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-from .child import Control, payload_of, received, until_set
+from .child import Control, payload_of, received, until_done, until_go, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -103,7 +103,10 @@ async def _publish(spec: Dict[str, Any], ctl: Control) -> None:
                window_waits=window_waits, **_info())
 
 
-async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
+async def _receive(spec: Dict[str, Any], ctl: Control, backlog: bool = False) -> None:
+    """Subscribe and count to N. ``backlog``: subscribe on a session that outlives the connection
+    (``clean_session=False``; MQTT 5 also a session expiry), disconnect, say ready; at ``go``
+    (the broker holds the feed) connect a Client with that id again (``t0`` just before)."""
     n = spec["n"]
     done = asyncio.Event()
     subscribed = asyncio.Event()
@@ -122,68 +125,38 @@ async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
     def on_subscribe(client: Any, *args: Any) -> None:
         subscribed.set()
 
-    c = gmqtt.Client(spec["client_id"])
-    c.set_config({"reconnect_retries": 0})
-    c.on_message = on_message
-    c.on_subscribe = on_subscribe
-    await c.connect(spec["host"], spec["port"], keepalive=60, version=_version(spec))
-    c.subscribe(spec["topic"], qos=spec["qos"])
-    await asyncio.wait_for(subscribed.wait(), 10)
-    timed_out = await until_set(ctl, done, spec["timeout"], **_info())
-    got = tuple(state)
-    await c.disconnect()
-    received(ctl, got, n, timed_out, **_info())
-
-
-async def _backlog(spec: Dict[str, Any], ctl: Control) -> None:
-    """Subscribe on a session that outlives the connection (``clean_session=False``; MQTT 5
-    also a session expiry), disconnect, say ready; at ``go`` (the broker holds the feed)
-    connect a Client with that id again (``t0`` just before) and count."""
-    n = spec["n"]
-    done = asyncio.Event()
-    subscribed = asyncio.Event()
-    state: List[Any] = [0, None, None]  # count, t_first, t_last
-
-    def on_message(client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
-        k = state[0] + 1
-        state[0] = k
-        if k == 1:
-            state[1] = perf_counter()
-        if k == n:
-            state[2] = perf_counter()
-            done.set()
-        return 0
-
-    def session_client() -> Any:
-        extra = {"session_expiry_interval": 3600} if spec.get("protocol") == 5 else {}
-        c = gmqtt.Client(spec["client_id"], clean_session=False, **extra)
+    def make() -> Any:
+        session: Dict[str, Any] = {}
+        if backlog:
+            session["clean_session"] = False
+            if spec.get("protocol") == 5:
+                session["session_expiry_interval"] = 3600
+        c = gmqtt.Client(spec["client_id"], **session)
         c.set_config({"reconnect_retries": 0})
         c.on_message = on_message
-        c.on_subscribe = lambda *args: subscribed.set()
+        c.on_subscribe = on_subscribe
         return c
 
-    c = session_client()
+    c = make()
     await c.connect(spec["host"], spec["port"], keepalive=60, version=_version(spec))
     c.subscribe(spec["topic"], qos=spec["qos"])
     await asyncio.wait_for(subscribed.wait(), 10)
-    await c.disconnect()
-    ctl.ready(**_info())
-    await asyncio.get_running_loop().run_in_executor(None, ctl.wait_go, spec["timeout"])
-    t0 = perf_counter()
-    c = session_client()
-    await c.connect(spec["host"], spec["port"], keepalive=60, version=_version(spec))
-    try:
-        await asyncio.wait_for(done.wait(), spec["timeout"])
-        timed_out = False
-    except asyncio.TimeoutError:
-        timed_out = True
+    extra: Dict[str, Any] = {}
+    if backlog:
+        await c.disconnect()
+        extra["t0"] = await until_go(ctl, done, spec["timeout"], **_info())
+        c = make()
+        await c.connect(spec["host"], spec["port"], keepalive=60, version=_version(spec))
+        timed_out = await until_done(done, spec["timeout"])
+    else:
+        timed_out = await until_set(ctl, done, spec["timeout"], **_info())
     got = tuple(state)
     await c.disconnect()
-    received(ctl, got, n, timed_out, t0=t0, **_info())
+    received(ctl, got, n, timed_out, **extra, **_info())
 
 
 def backlog(spec: Dict[str, Any], ctl: Control) -> None:
-    asyncio.run(_backlog(spec, ctl))
+    asyncio.run(_receive(spec, ctl, backlog=True))
 
 
 def publish(spec: Dict[str, Any], ctl: Control) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import mqttfast
 import mqttfast.aio as aio
 from mqttfast.errors import QueueFull
 
-from .child import Control, payload_of, received, until_set
+from .child import Control, payload_of, received, until_done, until_go, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -92,44 +92,11 @@ async def _publish(spec: Dict[str, Any], ctl: Control) -> None:
                timed_out=not ok, queue_full_waits=waits, **_info())
 
 
-async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
-    n = spec["n"]
-    done = asyncio.Event()
-    state: List[Any] = [0, None, None]  # count, t_first, t_last
-
-    def count(message: Any) -> None:
-        k = state[0] + 1
-        state[0] = k
-        if k == 1:
-            state[1] = perf_counter()
-        if k == n:
-            state[2] = perf_counter()
-            done.set()
-
-    iterate = spec.get("variant") == "iter"
-    c = aio.Client(spec["client_id"], spec.get("protocol", 4), max_messages=65536)
-    if not iterate:
-        c.on_message = count
-    await c.connect(spec["host"], spec["port"])
-    await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
-    consumer = None
-    if iterate:
-        async def consume() -> None:
-            async for m in c.messages():
-                count(m)
-        consumer = asyncio.ensure_future(consume())
-    timed_out = await until_set(ctl, done, spec["timeout"], **_info())
-    got = tuple(state)
-    if consumer is not None:
-        consumer.cancel()
-    await c.disconnect()
-    received(ctl, got, n, timed_out, **_info())
-
-
-async def _backlog(spec: Dict[str, Any], ctl: Control) -> None:
-    """Subscribe on a session that outlives the connection, disconnect, say ready; at ``go``
-    (the broker holds the feed) connect the same Client again (``t0`` just before) and count,
-    with ``on_message`` or (variant ``iter``) the ``messages()`` iterator."""
+async def _receive(spec: Dict[str, Any], ctl: Control, backlog: bool = False) -> None:
+    """Subscribe and count to N, with ``on_message`` or (variant ``iter``) the ``messages()``
+    iterator. ``backlog``: subscribe on a session that outlives the connection, disconnect, say
+    ready; at ``go`` (the broker holds the feed) connect the same Client again (``t0`` just
+    before)."""
     n = spec["n"]
     done = asyncio.Event()
     state: List[Any] = [0, None, None]  # count, t_first, t_last
@@ -144,39 +111,42 @@ async def _backlog(spec: Dict[str, Any], ctl: Control) -> None:
             done.set()
 
     protocol = int(spec.get("protocol") or 4)
-    session: Dict[str, Any] = ({"clean_session": False} if protocol == 4
-                               else {"clean_start": False, "session_expiry": 3600})
+    session: Dict[str, Any] = {}
+    if backlog:
+        session = ({"clean_session": False} if protocol == 4
+                   else {"clean_start": False, "session_expiry": 3600})
     iterate = spec.get("variant") == "iter"
     c = aio.Client(spec["client_id"], protocol, max_messages=65536, **session)
     if not iterate:
         c.on_message = count
-    await c.connect(spec["host"], spec["port"])
-    await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
-    await c.disconnect()
-    ctl.ready(**_info())
-    await asyncio.get_running_loop().run_in_executor(None, ctl.wait_go, spec["timeout"])
-    consumer = None
-    if iterate:
+
+    def consumer() -> Optional["asyncio.Future[None]"]:
         async def consume() -> None:
             async for m in c.messages():
                 count(m)
-        consumer = asyncio.ensure_future(consume())
-    t0 = perf_counter()
+        return asyncio.ensure_future(consume()) if iterate else None
+
     await c.connect(spec["host"], spec["port"])
-    try:
-        await asyncio.wait_for(done.wait(), spec["timeout"])
-        timed_out = False
-    except asyncio.TimeoutError:
-        timed_out = True
+    await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
+    extra: Dict[str, Any] = {}
+    if backlog:
+        await c.disconnect()
+        extra["t0"] = await until_go(ctl, done, spec["timeout"], **_info())
+        task = consumer()
+        await c.connect(spec["host"], spec["port"])
+        timed_out = await until_done(done, spec["timeout"])
+    else:
+        task = consumer()
+        timed_out = await until_set(ctl, done, spec["timeout"], **_info())
     got = tuple(state)
-    if consumer is not None:
-        consumer.cancel()
+    if task is not None:
+        task.cancel()
     await c.disconnect()
-    received(ctl, got, n, timed_out, t0=t0, **_info())
+    received(ctl, got, n, timed_out, **extra, **_info())
 
 
 def backlog(spec: Dict[str, Any], ctl: Control) -> None:
-    asyncio.run(_backlog(spec, ctl))
+    asyncio.run(_receive(spec, ctl, backlog=True))
 
 
 def publish(spec: Dict[str, Any], ctl: Control) -> None:

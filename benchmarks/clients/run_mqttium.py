@@ -32,7 +32,7 @@ import mqttium
 from mqttium import FlowControlError, MQTTProtocolVersion
 from mqttium.api import AsyncClient, Properties
 
-from .child import Control, payload_of, received, until_set
+from .child import Control, payload_of, received, until_done, until_go, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -114,7 +114,11 @@ async def _publish(spec: Dict[str, Any], ctl: Control) -> None:
                timed_out=not ok, flow_control_waits=refused, window=window, **_info())
 
 
-async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
+async def _receive(spec: Dict[str, Any], ctl: Control, backlog: bool = False) -> None:
+    """Subscribe and count to N with the callback delivery. ``backlog``: subscribe on a session
+    that outlives the connection (``clean_start=False``; MQTT 5 also a session expiry),
+    disconnect, say ready; at ``go`` (the broker holds the feed) connect the same client again
+    (``t0`` just before)."""
     n = spec["n"]
     done = asyncio.Event()
     state: List[Any] = [0, None, None]  # count, t_first, t_last
@@ -128,57 +132,31 @@ async def _receive(spec: Dict[str, Any], ctl: Control) -> None:
             state[2] = perf_counter()
             done.set()
 
-    c = AsyncClient(spec["client_id"], protocol=_protocol(spec), message_delivery="callback")
-    c.on_message = on_message
-    await c.connect(spec["host"], spec["port"])
-    await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
-    timed_out = await until_set(ctl, done, spec["timeout"], **_info())
-    got = tuple(state)
-    await c.disconnect()
-    received(ctl, got, n, timed_out, **_info())
-
-
-async def _backlog(spec: Dict[str, Any], ctl: Control) -> None:
-    """Subscribe on a session that outlives the connection (``clean_start=False``; MQTT 5 also
-    a session expiry), disconnect, say ready; at ``go`` (the broker holds the feed) connect the
-    same client again (``t0`` just before) and count with the callback delivery."""
-    n = spec["n"]
-    done = asyncio.Event()
-    state: List[Any] = [0, None, None]  # count, t_first, t_last
-
-    def on_message(message: Any) -> None:
-        k = state[0] + 1
-        state[0] = k
-        if k == 1:
-            state[1] = perf_counter()
-        if k == n:
-            state[2] = perf_counter()
-            done.set()
-
-    extra = ({"connect_properties": Properties({"session_expiry_interval": 3600})}
-             if spec.get("protocol") == 5 else {})
+    session: Dict[str, Any] = {}
+    if backlog:
+        session["clean_start"] = False
+        if spec.get("protocol") == 5:
+            session["connect_properties"] = Properties({"session_expiry_interval": 3600})
     c = AsyncClient(spec["client_id"], protocol=_protocol(spec), message_delivery="callback",
-                    clean_start=False, **extra)
+                    **session)
     c.on_message = on_message
     await c.connect(spec["host"], spec["port"])
     await asyncio.wait_for(c.subscribe(spec["topic"], qos=spec["qos"]), 10)
-    await c.disconnect()
-    ctl.ready(**_info())
-    await asyncio.get_running_loop().run_in_executor(None, ctl.wait_go, spec["timeout"])
-    t0 = perf_counter()
-    await c.connect(spec["host"], spec["port"])
-    try:
-        await asyncio.wait_for(done.wait(), spec["timeout"])
-        timed_out = False
-    except asyncio.TimeoutError:
-        timed_out = True
+    extra: Dict[str, Any] = {}
+    if backlog:
+        await c.disconnect()
+        extra["t0"] = await until_go(ctl, done, spec["timeout"], **_info())
+        await c.connect(spec["host"], spec["port"])
+        timed_out = await until_done(done, spec["timeout"])
+    else:
+        timed_out = await until_set(ctl, done, spec["timeout"], **_info())
     got = tuple(state)
     await c.disconnect()
-    received(ctl, got, n, timed_out, t0=t0, **_info())
+    received(ctl, got, n, timed_out, **extra, **_info())
 
 
 def backlog(spec: Dict[str, Any], ctl: Control) -> None:
-    asyncio.run(_backlog(spec, ctl))
+    asyncio.run(_receive(spec, ctl, backlog=True))
 
 
 def publish(spec: Dict[str, Any], ctl: Control) -> None:
