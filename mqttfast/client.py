@@ -32,7 +32,6 @@ from typing import (
 )
 
 from .batching import DEFAULT_READ_DELAY, check_read_delay
-from .quickack import check_quickack
 from .codec import Publish, Publisher, StreamMark, Subscription, Will, deliver
 from .constants import MAX_PACKET_SIZE, MAX_QUEUED_BYTES, MQTT_5
 from .errors import ConnectionLost, ConnectRefused, MQTTError, NotConnected, QueueFull
@@ -46,6 +45,7 @@ from .events import (
     Unsubscribed,
 )
 from .loop import OPEN, Backoff, Connection, Handler, Loop
+from .quickack import check_quickack
 from .session import CONNECTED, Outgoing, Session, subscriptions_from
 from .store import MemoryStore
 from .url import is_url
