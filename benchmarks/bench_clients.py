@@ -135,6 +135,8 @@ REPO = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+from clients.child import SESSION_EXPIRY  # noqa: E402  (the backlog sessions' expiry)
+
 HOST = "127.0.0.1"
 PAYLOAD_SIZE = 64
 perf_counter = time.perf_counter
@@ -732,7 +734,7 @@ class Bench:
         n, broker = self.n, self.broker
         assert broker is not None
         cmd, topic, _ = self._mosquitto_sub_args(sc)
-        base = cmd + ["-c"] + (["-x", "3600"] if sc.protocol == 5 else [])  # a lasting session
+        base = cmd + ["-c"] + (["-x", str(SESSION_EXPIRY)] if sc.protocol == 5 else [])  # a lasting session
         # -E: exit once subscribed, leaving the session (and its subscription) at the broker
         prime = subprocess.run(base + ["-E"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                timeout=20)

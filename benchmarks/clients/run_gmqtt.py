@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-from .child import Control, payload_of, received, until_done, until_go, until_set
+from .child import SESSION_EXPIRY, Control, payload_of, received, until_done, until_go, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -130,7 +130,7 @@ async def _receive(spec: Dict[str, Any], ctl: Control, backlog: bool = False) ->
         if backlog:
             session["clean_session"] = False
             if spec.get("protocol") == 5:
-                session["session_expiry_interval"] = 3600
+                session["session_expiry_interval"] = SESSION_EXPIRY
         c = gmqtt.Client(spec["client_id"], **session)
         c.set_config({"reconnect_retries": 0})
         c.on_message = on_message

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import mqttfast
 from mqttfast import codec
 
-from .child import Control, payload_of, received
+from .child import SESSION_EXPIRY, Control, payload_of, received
 
 perf_counter = time.perf_counter
 
@@ -106,7 +106,7 @@ def backlog(spec: Dict[str, Any], ctl: Control) -> None:
     MQTT 5: ``clean_start=False`` and a session expiry), disconnect, say ready; at ``go`` the
     broker holds the feed: connect the same Client again (``t0`` just before) and count."""
     session = ({"clean_session": False} if int(spec.get("protocol") or 4) == 4
-               else {"clean_start": False, "session_expiry": 3600})
+               else {"clean_start": False, "session_expiry": SESSION_EXPIRY})
     c, state, done = _counting_client(spec, **session)
     c.connect(spec["host"], spec["port"])
     c.subscribe(spec["topic"], spec["qos"]).wait(10)

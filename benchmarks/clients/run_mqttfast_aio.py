@@ -20,7 +20,7 @@ import mqttfast
 import mqttfast.aio as aio
 from mqttfast.errors import QueueFull
 
-from .child import Control, payload_of, received, until_done, until_go, until_set
+from .child import SESSION_EXPIRY, Control, payload_of, received, until_done, until_go, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -114,7 +114,7 @@ async def _receive(spec: Dict[str, Any], ctl: Control, backlog: bool = False) ->
     session: Dict[str, Any] = {}
     if backlog:
         session = ({"clean_session": False} if protocol == 4
-                   else {"clean_start": False, "session_expiry": 3600})
+                   else {"clean_start": False, "session_expiry": SESSION_EXPIRY})
     iterate = spec.get("variant") == "iter"
     c = aio.Client(spec["client_id"], protocol, max_messages=65536, **session)
     if not iterate:

@@ -32,7 +32,7 @@ import mqttium
 from mqttium import FlowControlError, MQTTProtocolVersion
 from mqttium.api import AsyncClient, Properties
 
-from .child import Control, payload_of, received, until_done, until_go, until_set
+from .child import SESSION_EXPIRY, Control, payload_of, received, until_done, until_go, until_set
 
 perf_counter = time.perf_counter
 YIELD_EVERY = 1024
@@ -136,7 +136,7 @@ async def _receive(spec: Dict[str, Any], ctl: Control, backlog: bool = False) ->
     if backlog:
         session["clean_start"] = False
         if spec.get("protocol") == 5:
-            session["connect_properties"] = Properties({"session_expiry_interval": 3600})
+            session["connect_properties"] = Properties({"session_expiry_interval": SESSION_EXPIRY})
     c = AsyncClient(spec["client_id"], protocol=_protocol(spec), message_delivery="callback",
                     **session)
     c.on_message = on_message

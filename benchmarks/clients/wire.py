@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any, Dict
 
-from .child import Control, payload_of
+from .child import SESSION_EXPIRY, Control, payload_of
 
 perf_counter = time.perf_counter
 
@@ -61,9 +61,6 @@ def _str(s: str) -> bytes:
 def _props(protocol: int) -> bytes:
     """An empty MQTT 5 property block (its length, 0); nothing before MQTT 5."""
     return b"\x00" if protocol == 5 else b""
-
-
-SESSION_EXPIRY = 3600  # the backlog runs' MQTT 5 sessions outlive the priming connection
 
 
 def connect_frame(client_id: str, keepalive: int = 0, clean: bool = True,
