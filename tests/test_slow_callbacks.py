@@ -17,6 +17,7 @@ import pytest
 
 import mqttfast
 from client_support import QUIET_LOG, connected_client, shutdown, topic, wait_until
+from mqttfast.loop import RECV_SIZE
 
 
 def _blocking_subscriber(port, name, block, *, qos=1, keepalive=2, loop=None, **options):
@@ -89,8 +90,14 @@ def test_publishes_from_another_thread_complete_while_a_callback_blocks(broker_f
 
 
 def test_the_backlog_is_bounded_and_reading_pauses(broker_factory):
-    instance = broker_factory(log_types=QUIET_LOG)
+    """The backlog holds at most ``max_backlog`` plus what the read that filled it brought
+    (``RECV_SIZE`` bytes); the messages are large enough that this bound is below their count."""
+    instance = broker_factory(log_types=QUIET_LOG, max_queued_messages=0)  # the broker drops none
     name = topic("slowbacklog")
+    n, pad = 1_000, b"." * 1_000
+    packet = 1 + 2 + 2 + len(name.encode()) + 2 + 4 + len(pad)  # PUBLISH, QoS 1
+    bound = 50 + RECV_SIZE // packet + 1
+    assert bound < n
     loop = mqttfast.Loop(max_backlog=50)
     sub, got, started, ended = _blocking_subscriber(instance.port, name, 4.0, loop=loop,
                                                     background=True)
@@ -100,21 +107,19 @@ def test_the_backlog_is_bounded_and_reading_pauses(broker_factory):
         pub = connected_client(instance.port)
         assert pub.publish(name, b"first", qos=1).wait(5)
         assert started.wait(5)
-        # Fewer than mosquitto's max_queued_messages (1000), which it would drop beyond.
-        assert all(pub.publish(name, b"%d" % i, qos=1).wait(5) for i in range(600))
+        assert all(pub.publish(name, b"%04d" % i + pad, qos=1).wait(5) for i in range(n))
 
         def watch():
-            while started.is_set() and len(got) < 601:
+            while started.is_set() and len(got) < n + 1:
                 seen.append(loop.backlog)
                 time.sleep(0.01)
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         assert wait_until(lambda: loop.reading_paused, 3), "reading never paused"
-        assert wait_until(lambda: len(got) == 601, 30), len(got)
+        assert wait_until(lambda: len(got) == n + 1, 30), len(got)
         watcher.join(5)
-        assert got == [b"first"] + [b"%d" % i for i in range(600)]
-        # At most the bound plus what one read brought in (a 256 KiB read of ~40 B messages).
-        assert max(seen) <= 50 + 256 * 1024 // 30, max(seen)
+        assert got == [b"first"] + [b"%04d" % i + pad for i in range(n)]
+        assert max(seen) <= bound, (max(seen), bound)
         assert not ended, ended
         assert not loop.reading_paused
     finally:
