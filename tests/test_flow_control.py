@@ -56,13 +56,20 @@ def test_a_reconnect_resends_no_more_than_the_new_receive_maximum():
     # A new publish waits behind the ones still owed a re-send.
     late = s.publish("t", b"late", 1)
     assert publishes(b.read()) == []
+    sent = []
+    unacked = {p.packet_id for p in resent} - {recs[0].packet_id} | {nxt.packet_id}
     for rec in recs[1:]:
         b.puback(rec.packet_id)
-        for p in publishes(b.read()):
-            assert p.packet_id != rec.packet_id
+        unacked.discard(rec.packet_id)
+        out = publishes(b.read())
+        sent += out
+        unacked.update(p.packet_id for p in out)
+        assert len(unacked) <= 5, sorted(unacked)  # on the wire, never past the new window
+    # Every one still owed went out again, in order, with its id and DUP; then the new one.
+    assert [(p.payload, p.packet_id, p.dup) for p in sent] == \
+        [(b"%d" % i, recs[i].packet_id, True) for i in range(6, 50)] + \
+        [(b"late", late.packet_id, False)]
     assert all(r.state == PublishState.DONE for r in recs)
-    (last,) = publishes(b.read()) or [None]
-    assert last is None or last.payload == b"late"
     assert s.inflight_count == 1 and late.state == PublishState.WAIT_PUBACK
 
 
@@ -166,6 +173,7 @@ def test_a_restart_with_a_smaller_receive_maximum_recovers_full_speed(broker_fac
               f"kill {in_flight}, settled {took:.2f} s after the restart, last {tail_count} at "
               f"{rate:,.0f} msg/s, reason codes {dict(codes)}")
         assert after == 20
+        assert pub.session.window == 20  # what the session keeps to, not only what it was told
         assert settled, (f"{sum(not h.done for h in handles)} of {count} not done 10 s after "
                          f"the broker came back; reason codes so far {dict(codes)}")
         assert rate > 1000, f"the last {tail_count} went at {rate:.0f} msg/s"
