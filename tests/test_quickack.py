@@ -21,6 +21,7 @@ import mqttfast.loop as loop_module
 from client_support import topic, uid
 from conftest import ON_EVERY_LOOP
 from mqttfast import quickack
+from mqttfast.session import Session
 
 # Where the kernel has no TCP_QUICKACK the option does nothing: there is nothing to see asked.
 NEEDS_QUICKACK = pytest.mark.skipif(quickack.TCP_QUICKACK is None,
@@ -51,6 +52,22 @@ class Spy:
         if self.refuse:
             return False
         return quickack.ack_now(sock)
+
+
+class Reads:
+    """Counts ``Session.receive`` calls (one per read that brought bytes, over plain TCP) of the
+    sessions whose client id starts with ``prefix``."""
+
+    def __init__(self, monkeypatch: Any, prefix: str) -> None:
+        self.count = 0
+        real = Session.receive
+
+        def counting(session: Session, data: Any, now: float) -> List[Any]:
+            if session.client_id.startswith(prefix):
+                self.count += 1  # one thread reads for a connection: no lock needed
+            return real(session, data, now)
+
+        monkeypatch.setattr(Session, "receive", counting)
 
 
 def receive(broker: Any, n: int, url: Optional[str] = None, **options: Any) -> List[bytes]:
@@ -88,9 +105,11 @@ def receive(broker: Any, n: int, url: Optional[str] = None, **options: Any) -> L
 def test_quickack_acks_after_every_read(broker, monkeypatch):
     spy = Spy()
     monkeypatch.setattr(loop_module, "ack_now", spy)
+    reads = Reads(monkeypatch, "qa-sub")
     got = receive(broker, 2000, quickack=True)
     assert got == [b"m%d" % i for i in range(2000)]
-    assert spy.calls, "no read asked for a prompt acknowledgement"
+    assert reads.count > 1 and len(spy.calls) == reads.count, (len(spy.calls), reads.count)
+    assert len({id(s) for s in spy.calls}) == 1  # the subscriber's socket only
     assert all(isinstance(s, socket.socket) for s in spy.calls)
 
 
@@ -189,9 +208,11 @@ async def aio_receive(broker: Any, n: int, **options: Any) -> List[bytes]:
 async def test_aio_quickack_acks_after_every_read(broker, monkeypatch):
     spy = Spy()
     monkeypatch.setattr(aio_client_module, "ack_now", spy)
+    reads = Reads(monkeypatch, "qa-asub")
     got = await aio_receive(broker, 2000, quickack=True)
     assert got == [b"m%d" % i for i in range(2000)]
-    assert spy.calls, "no read asked for a prompt acknowledgement"
+    assert reads.count > 1 and len(spy.calls) == reads.count, (len(spy.calls), reads.count)
+    assert len({id(s) for s in spy.calls}) == 1  # the subscriber's socket only
 
 
 @pytest.mark.asyncio(loop_factories=["asyncio"])
