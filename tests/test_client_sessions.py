@@ -290,7 +290,8 @@ class _FakeBroker:
 
 def test_keepalive_detects_silent_peer():
     """A peer that answers CONNACK and then nothing: the client pings once it has heard nothing
-    for half the keep-alive period and gives up within 1.5x keepalive (MQTT's own limit)."""
+    for half the keep-alive period and gives up within 1.5x keepalive (MQTT's own limit; the
+    session's own is one keep-alive)."""
     server = _FakeBroker(answer_connect=True, answer_ping=False)
     lost = threading.Event()
     errors: List[Optional[BaseException]] = []
@@ -302,11 +303,14 @@ def test_keepalive_detects_silent_peer():
     client = mqttfast.Client(client_id=uid("ka"))
     client.on_disconnect = on_disconnect
     try:
-        started = time.monotonic()
-        client.connect("127.0.0.1", server.port, keepalive=1, timeout=5)
-        assert lost.wait(5), "the silent peer was not detected"
-        elapsed = time.monotonic() - started
-        assert 0.5 <= elapsed <= 1.5 + 0.5, elapsed  # keepalive=1: within 1.5 s, + timer slack
+        client.connect("127.0.0.1", server.port, keepalive=2, timeout=5)
+        heard = time.monotonic()  # the CONNACK: the last the peer said
+        assert lost.wait(6), "the silent peer was not detected"
+        elapsed = time.monotonic() - heard
+        # keepalive=2: the session gives up one keep-alive after it last heard (~2.0 s): not
+        # before the ping's answer was due, and inside MQTT's 1.5x (3 s, + timer slack; a client
+        # that gave up one keep-alive after a ping at 0.85x, ~3.7 s, must fail this).
+        assert 1.9 <= elapsed <= 3.0 + 0.4, elapsed
         assert b"\xc0\x00" in server.received  # a PINGREQ went out
         assert errors[0].reason_code == 0x8D and not errors[0].by_server
         assert isinstance(errors[0].error, mqttfast.ConnectionLost)
