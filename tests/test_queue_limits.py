@@ -32,7 +32,9 @@ def test_a_queue_while_disconnected_is_bounded_in_bytes():
     b.connect(1.0)
     packets = b.read()
     assert len(packets) == 9
+    assert s.queued_count == 0
     s.publish("t", PAYLOAD, 1)  # sent, not queued: the queue is empty again
+    assert s.queued_count == 0 and [p.payload for p in b.read()] == [PAYLOAD]
 
 
 def test_a_queue_behind_a_full_window_is_bounded_and_frees_as_acks_come():
