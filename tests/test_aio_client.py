@@ -625,10 +625,16 @@ async def test_a_paused_transport_costs_no_callback_per_message(broker_factory):
     loop = asyncio.get_running_loop()
     calls = [0]
     call_soon = loop.call_soon
+    flushes = [0]
+    flush = c._flush
 
     def counting_call_soon(*a: Any, **k: Any) -> Any:
         calls[0] += 1
         return call_soon(*a, **k)
+
+    def counting_flush(*a: Any, **k: Any) -> Any:
+        flushes[0] += 1
+        return flush(*a, **k)
 
     os.kill(instance.pid, signal.SIGSTOP)
     try:
@@ -641,6 +647,7 @@ async def test_a_paused_transport_costs_no_callback_per_message(broker_factory):
         assert c._write_paused
         n = 20_000
         loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+        c._flush = counting_flush  # type: ignore[method-assign]
         try:
             for i in range(n):
                 c.publish_nowait("paused/x", b"y" * 64)
@@ -648,7 +655,9 @@ async def test_a_paused_transport_costs_no_callback_per_message(broker_factory):
                     await asyncio.sleep(0)
         finally:
             loop.__dict__.pop("call_soon", None)
+            del c._flush
         assert calls[0] < n / 20, calls
+        assert flushes[0] < n / 20, flushes
     finally:
         os.kill(instance.pid, signal.SIGCONT)
     await asyncio.wait_for(c.drain(), 30)
