@@ -15,6 +15,7 @@ import time
 
 import mqttfast
 from client_support import Inbox, connected_client, shutdown, topic, wait_until
+from mqttfast.loop import RECV_SIZE
 
 BIG = 17 * 1024 * 1024  # over the default limit
 
@@ -50,10 +51,25 @@ def test_before_mqtt5_a_bigger_packet_ends_the_connection_without_being_buffered
         sub = connected_client(broker.port, protocol=4)
         sub.on_disconnect = ended.append
         assert sub.subscribe(name, 0).wait(5)
+        session, fed, held = sub.session, [0], [0]
+        receive = session.receive
+
+        def watching(data, now):  # the loop's thread only
+            fed[0] += len(data)
+            try:
+                return receive(data, now)
+            finally:
+                held[0] = max(held[0], session.incoming_buffered)
+
+        session.receive = watching
         pub = connected_client(broker.port, protocol=4)
         assert pub.publish(name, b"x" * BIG, qos=1).wait(20)
         assert wait_until(lambda: ended, 10), "the subscriber took the oversized packet"
         assert isinstance(ended[0].error, mqttfast.ProtocolError), ended[0]
         assert "maximum" in str(ended[0].error).lower() or "size" in str(ended[0].error).lower()
+        # Refused from its fixed header: the read that completed it was the last one taken, and
+        # no more than that read was ever held, not the 17 MiB it announced (+ 4: a header split
+        # across two reads).
+        assert 0 < held[0] <= fed[0] <= RECV_SIZE + 4, (held[0], fed[0])
     finally:
         shutdown(pub, sub)
