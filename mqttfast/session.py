@@ -927,6 +927,10 @@ class Session:
                 self._complete(record, pkt.reason_code, now)
             elif record.state == WAIT_PUBREC or record.state == WAIT_PUBCOMP:
                 record.state = WAIT_PUBCOMP
+                if self._held and self._held.pop(pkt.packet_id, None) is not None:
+                    # Held back by a smaller window, but the broker has it: past PUBREC its
+                    # PUBLISH must not go again (a late DUP after PUBCOMP is a new message).
+                    self._held2 -= 1
                 self.out.append_ack(_PUBREL, pkt.packet_id, 0, self.protocol)
                 if self._durable:
                     self.store.saved(record)

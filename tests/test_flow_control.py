@@ -96,6 +96,35 @@ def test_a_reconnect_counts_pubrels_in_the_new_window_for_qos2():
     assert s.inflight_count == 0
 
 
+def test_a_pubrec_for_a_message_owed_a_resend_ends_its_resend():
+    """The broker had a QoS 2 message from the last connection and answers PUBREC for it while
+    the smaller new window still holds its re-send back: the PUBREL goes, and its PUBLISH is
+    never sent again [MQTT-4.3.3]: had the broker completed it before a late DUP PUBLISH came,
+    it would take that for a new message and deliver it twice. (Found by the stateful tests.)"""
+    s, b = connected(5, clean_session=False)
+    recs = [s.publish("t", b"%d" % i, 2) for i in range(3)]
+    assert len(publishes(b.read())) == 3
+    b.lost()
+    b.connect(1.0, session_present=True, properties={"receive_maximum": 1})
+    assert [p.packet_id for p in publishes(b.read())] == [recs[0].packet_id]
+    b.pubrec(recs[1].packet_id)  # held back, but the broker has it
+    assert [(type(p), p.packet_id) for p in b.read()] == [(PubRel, recs[1].packet_id)]
+    sent = []
+    b.pubrec(recs[0].packet_id)
+    sent += b.read()
+    b.pubcomp(recs[0].packet_id)  # a slot frees while recs[1] waits for its PUBCOMP
+    sent += b.read()
+    b.pubcomp(recs[1].packet_id)
+    sent += b.read()
+    b.pubrec(recs[2].packet_id)
+    sent += b.read()
+    b.pubcomp(recs[2].packet_id)
+    assert [(type(p), p.packet_id) for p in sent] == [
+        (PubRel, recs[0].packet_id), (Publish, recs[2].packet_id), (PubRel, recs[2].packet_id)]
+    assert all(r.state == PublishState.DONE for r in recs)
+    assert s.inflight_count == 0
+
+
 def test_quota_exceeded_fails_the_message_and_frees_its_slot_at_once():
     s, b = connected(5, connack={"receive_maximum": 2})
     recs = [s.publish("t", b"%d" % i, 1) for i in range(4)]
