@@ -784,9 +784,7 @@ class Session:
             if len(self._inflight) - len(held) >= self._window or (
                     record.qos == 2 and self._inflight2 - self._held2 >= self._window2):
                 return  # the queue waits behind what is owed a re-send
-            del held[pid]
-            if record.qos == 2:
-                self._held2 -= 1
+            self._unhold(pid, record)
             self._resend(pid, record, now)
         pending = self._pending
         while pending and self.state == CONNECTED and (
@@ -927,10 +925,10 @@ class Session:
                 self._complete(record, pkt.reason_code, now)
             elif record.state == WAIT_PUBREC or record.state == WAIT_PUBCOMP:
                 record.state = WAIT_PUBCOMP
-                if self._held and self._held.pop(pkt.packet_id, None) is not None:
+                if self._held:
                     # Held back by a smaller window, but the broker has it: past PUBREC its
                     # PUBLISH must not go again (a late DUP after PUBCOMP is a new message).
-                    self._held2 -= 1
+                    self._unhold(pkt.packet_id, record)
                 self.out.append_ack(_PUBREL, pkt.packet_id, 0, self.protocol)
                 if self._durable:
                     self.store.saved(record)
@@ -1131,8 +1129,14 @@ class Session:
         del self._inflight[packet_id]
         if record.qos == 2:
             self._inflight2 -= 1
-        if self._held and self._held.pop(packet_id, None) is not None and record.qos == 2:
-            self._held2 -= 1  # acknowledged before its re-send (the broker had it)
+        if self._held:
+            self._unhold(packet_id, record)  # acknowledged before its re-send (the broker had it)
+
+    def _unhold(self, packet_id: int, record: Outgoing) -> None:
+        """``record`` is owed no re-send any more (the one place that says so, for the QoS 2
+        count of those held)."""
+        if self._held.pop(packet_id, None) is not None and record.qos == 2:
+            self._held2 -= 1
 
     def _complete(self, record: Outgoing, reason_code: int, now: float,
                   refill: bool = True) -> None:

@@ -17,6 +17,7 @@ from broker import skip_unless_ci
 import mqttfast.aio as aio
 from client_support import QUIET_LOG, Inbox, connected_client, granted, shutdown, topic, uid
 from mqttfast.errors import ConnectionLost, ConnectRefused, InvalidTopic, NotConnected, QueueFull
+from mqttfast.codec import encode_publish
 from mqttfast.loop import RECV_SIZE
 
 pytestmark = pytest.mark.asyncio
@@ -481,8 +482,7 @@ async def test_receive_back_pressure_pause_loses_nothing_and_stays_bounded(broke
     instance = broker_factory(log_types=QUIET_LOG, max_queued_messages=0)  # the broker drops none
     name = topic("aio-pause")
     n, pad = 2_000, b"." * 1_000  # 2 MB: many reads' worth
-    packet = 1 + 2 + 2 + len(name.encode()) + 2 + 5 + len(pad)  # PUBLISH, QoS 1
-    one_read = RECV_SIZE // packet + 1
+    one_read = RECV_SIZE // len(encode_publish(name, b"p0000" + pad, 1, 1)) + 1
     sub = pub = None
     try:
         sub = await connected(instance.port, max_messages=50, when_full="pause")

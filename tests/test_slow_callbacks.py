@@ -17,6 +17,7 @@ import pytest
 
 import mqttfast
 from client_support import QUIET_LOG, connected_client, shutdown, topic, wait_until
+from mqttfast.codec import encode_publish
 from mqttfast.loop import RECV_SIZE
 
 
@@ -95,8 +96,7 @@ def test_the_backlog_is_bounded_and_reading_pauses(broker_factory):
     instance = broker_factory(log_types=QUIET_LOG, max_queued_messages=0)  # the broker drops none
     name = topic("slowbacklog")
     n, pad = 1_000, b"." * 1_000
-    packet = 1 + 2 + 2 + len(name.encode()) + 2 + 4 + len(pad)  # PUBLISH, QoS 1
-    bound = 50 + RECV_SIZE // packet + 1
+    bound = 50 + RECV_SIZE // len(encode_publish(name, b"0000" + pad, 1, 1)) + 1
     assert bound < n
     loop = mqttfast.Loop(max_backlog=50)
     sub, got, started, ended = _blocking_subscriber(instance.port, name, 4.0, loop=loop,
